@@ -1,0 +1,35 @@
+"""Every compatibility shim between detectron2 0.6 (the PyPI build used here) and upstream main.
+
+Keep this module small: anything that differs between the two versions, or that neither handles on a
+CPU-only machine, goes here, named for what it papers over, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+
+
+@contextlib.contextmanager
+def cpu_capable_ddp() -> Iterator[None]:
+    """Within the block, ``DefaultTrainer.__init__`` can wrap a CPU model in DistributedDataParallel.
+
+    Both 0.6 and upstream ``create_ddp_model`` pass ``device_ids=[local_rank]``, which
+    DistributedDataParallel rejects for a CPU module (GLOO processes); there it must be ``None``.
+    """
+    from detectron2.engine import defaults
+
+    original = defaults.create_ddp_model
+
+    def create_ddp_model(model, **kwargs):
+        if not torch.cuda.is_available():
+            kwargs.setdefault("device_ids", None)
+        return original(model, **kwargs)
+
+    defaults.create_ddp_model = create_ddp_model
+    try:
+        yield
+    finally:
+        defaults.create_ddp_model = original

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# One-command set-up of .venv: torch/torchvision, detectron2, QuantMimic and its dependencies.
+# Re-running it is quick and changes nothing once the set-up is current.
+#
+# detectron2 comes from the first source that works:
+#   1. a detectron2 that .venv can already import (bring your own build),
+#   2. upstream GitHub at a pinned commit, when github.com answers within a few seconds (compiled ops),
+#   3. PyPI's pb1-detectron2==0.6 sdist, checked by sha256, built as a pure-Python wheel with named
+#      fixes (tools/build_detectron2.py). Only the compiled-only ops are missing there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3.11}
+VENV=.venv
+STAMP=$VENV/.quantmimic-setup
+UPSTREAM_URL=https://github.com/facebookresearch/detectron2.git
+UPSTREAM_COMMIT=02b5c4e295e990042a714712c21dc79b731e8833  # upstream main, 2026-06-06
+
+want=$(cat requirements.txt setup.cfg pyproject.toml tools/build_detectron2.py tools/setup_env.sh | sha256sum | cut -c1-16)
+if [ -f "$STAMP" ] && [ "$(head -n1 "$STAMP")" = "$want" ]; then
+    echo "set-up: .venv is current (detectron2 from $(sed -n 2p "$STAMP"))"
+    exit 0
+fi
+
+pip_quiet() {  # pip without the per-package notes about this machine's local index folders
+    "$VENV/bin/python" -m pip "$@" 2>&1 | { grep -v '^WARNING: Location' || true; }
+    return "${PIPESTATUS[0]}"
+}
+
+start=$(date +%s)
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "set-up: creating $VENV with $($PYTHON --version)"
+    "$PYTHON" -m venv "$VENV"
+fi
+echo "set-up: installing requirements (torch is the big one: minutes the first time)"
+pip_quiet install -q --upgrade "pip>=23" "setuptools>=70" wheel
+pip_quiet install -q -r requirements.txt
+
+build_tag=$(sed -n 's/^BUILD_TAG = "\(.*\)"$/\1/p' tools/build_detectron2.py)
+installed=$("$VENV/bin/python" -c '
+try:
+    import detectron2
+except ImportError:
+    print("none")
+else:
+    try:
+        from detectron2._missing_ops import BUILD
+        print("pure", BUILD.split()[-1])
+    except ImportError:
+        print("own", detectron2.__file__)
+' 2>/dev/null || echo none)
+
+if [ "$installed" = "pure $build_tag" ]; then
+    source="PyPI pb1-detectron2==0.6, pure-Python build $build_tag (tools/build_detectron2.py)"
+elif [ "${installed%% *}" = "own" ]; then
+    source="already importable: ${installed#own }"
+elif [ "${installed%% *}" != "pure" ] && timeout 8 git ls-remote "$UPSTREAM_URL" HEAD >/dev/null 2>&1 \
+        && pip_quiet install -q --no-build-isolation "git+$UPSTREAM_URL@$UPSTREAM_COMMIT"; then
+    source="upstream GitHub $UPSTREAM_COMMIT (compiled)"
+else
+    echo "set-up: building detectron2 0.6 from PyPI's pb1-detectron2 sdist (github.com not used or not reachable)"
+    wheel=$("$VENV/bin/python" tools/build_detectron2.py --cache .build-cache --wheel-dir .build-cache/wheels \
+            2> >(grep -v '^WARNING: Location' >&2) | tail -n1)
+    pip_quiet install -q --no-deps --force-reinstall "$wheel"
+    source="PyPI pb1-detectron2==0.6, pure-Python build $build_tag (tools/build_detectron2.py)"
+fi
+
+pip_quiet install -q --no-deps --no-build-isolation -e .
+"$VENV/bin/python" -m quant_mimic.collect_env --short
+printf '%s\n%s\n' "$want" "$source" > "$STAMP"
+echo "set-up: done in $(( $(date +%s) - start )) s; detectron2 from: $source"
