@@ -1,0 +1,79 @@
+"""The QuantMimic trainer: detectron2's DefaultTrainer, plus, for a ``QuantMimicRCNN`` model, the frozen
+teacher's weights and checks, the mimic step (``mimic_step.py``, where the mimic loss is added) and
+the student-only export."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from detectron2.config import CfgNode
+from detectron2.data import MetadataCatalog
+from detectron2.engine import DefaultTrainer
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, PascalVOCDetectionEvaluator
+
+from ..compat import cpu_capable_ddp
+from ..errors import QuantMimicInputError
+from ..modeling.meta_arch import QuantMimicRCNN, load_teacher_config
+from ..modeling.mimic_loss import MimicLoss
+from .export import StudentExportHook
+from .mimic_step import MimicStepTrainer
+from .teacher import load_teacher_weights, quick_teacher_ap
+
+logger = logging.getLogger(__name__)
+
+
+def unwrap(model):
+    """The model inside DistributedDataParallel, or the model itself."""
+    return getattr(model, "module", model)
+
+
+class Trainer(DefaultTrainer):
+    """DefaultTrainer that runs on CPU processes too (GLOO) and trains Quantization Mimic students."""
+
+    def __init__(self, cfg: CfgNode):
+        with cpu_capable_ddp():
+            super().__init__(cfg)
+        model = unwrap(self._trainer.model)
+        if isinstance(model, QuantMimicRCNN):
+            if cfg.SOLVER.AMP.ENABLED:
+                raise QuantMimicInputError("SOLVER.AMP.ENABLED is not supported with QuantMimicRCNN: set it False.")
+            self.prepare_teacher(cfg, model)
+            self._trainer = MimicStepTrainer(
+                self._trainer.model, self._trainer.data_loader, self._trainer.optimizer, MimicLoss(cfg)
+            )
+
+    @staticmethod
+    def prepare_teacher(cfg: CfgNode, model: QuantMimicRCNN) -> None:
+        """Load the teacher's weights and refuse a teacher that cannot detect anything."""
+        qm = cfg.MODEL.QUANT_MIMIC
+        load_teacher_weights(model.teacher.model, qm.TEACHER_WEIGHTS, qm.TEACHER_CONFIG)
+        if qm.TEACHER_CHECK_IMAGES > 0 and cfg.DATASETS.TEST:
+            dataset = cfg.DATASETS.TEST[0]
+            ap = quick_teacher_ap(model.teacher.model, load_teacher_config(cfg), dataset, qm.TEACHER_CHECK_IMAGES)
+            logger.info(f"Teacher AP on the first {qm.TEACHER_CHECK_IMAGES} images of {dataset}: {ap:.1f}")
+            if not ap >= qm.TEACHER_MIN_AP:
+                raise QuantMimicInputError(
+                    f"The teacher {qm.TEACHER_WEIGHTS} reaches AP {ap:.1f} on {dataset}, below "
+                    f"MODEL.QUANT_MIMIC.TEACHER_MIN_AP={qm.TEACHER_MIN_AP}: train it longer or pass the "
+                    "right checkpoint."
+                )
+
+    def build_hooks(self):
+        hooks = super().build_hooks()
+        if isinstance(unwrap(self._trainer.model), QuantMimicRCNN):
+            hooks.append(StudentExportHook(self.cfg))
+        return hooks
+
+    @classmethod
+    def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: str | None = None) -> DatasetEvaluator:
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
+        if evaluator_type == "coco":
+            return COCOEvaluator(dataset_name, tasks=("bbox",), output_dir=output_folder)
+        if evaluator_type == "pascal_voc":
+            return PascalVOCDetectionEvaluator(dataset_name)
+        raise QuantMimicInputError(
+            f"Dataset '{dataset_name}' has evaluator_type {evaluator_type!r}, for which QuantMimic has no "
+            "evaluator: use a COCO-format or Pascal VOC data set in DATASETS.TEST."
+        )

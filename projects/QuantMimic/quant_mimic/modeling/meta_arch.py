@@ -1,0 +1,184 @@
+"""``QuantMimicRCNN``: a student GeneralizedRCNN that mimics a frozen (quantized) teacher GeneralizedRCNN.
+
+In training it runs the student as detectron2 does, then pools the student's sampled proposals from the
+teacher's and the student's feature maps with the same ROIAlign settings, adapts the student's RoI
+features to the teacher's channels with r(), and hands both to the trainer's step as ``MimicFeatures``
+(under ``MIMIC_FEATURES_KEY`` in the loss dict); the step computes the mimic loss. In inference it is
+the student alone and returns standard detectron2 outputs.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from detectron2.config import CfgNode, configurable, get_cfg
+from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
+from detectron2.modeling.poolers import ROIPooler
+from torch import nn
+
+from ..errors import QuantMimicInputError
+from .mimic_loss import MimicFeatures
+
+MIMIC_FEATURES_KEY = "mimic_features"
+
+
+def load_teacher_config(cfg: CfgNode) -> CfgNode:
+    """The teacher's full config, read from MODEL.QUANT_MIMIC.TEACHER_CONFIG."""
+    from ..config import add_quantmimic_config  # not at module level: config imports modeling
+
+    path = cfg.MODEL.QUANT_MIMIC.TEACHER_CONFIG
+    if not path or not os.path.isfile(path):
+        raise QuantMimicInputError(
+            f"MODEL.QUANT_MIMIC.TEACHER_CONFIG {path!r} is not a config file: point it at the teacher's "
+            "yaml (e.g. configs/shapes/teacher_R18_FPN_quant.yaml)."
+        )
+    teacher_cfg = get_cfg()
+    add_quantmimic_config(teacher_cfg)
+    teacher_cfg.merge_from_file(path)
+    teacher_cfg.MODEL.DEVICE = cfg.MODEL.DEVICE
+    if teacher_cfg.MODEL.META_ARCHITECTURE != "GeneralizedRCNN":
+        raise QuantMimicInputError(
+            f"Teacher config {path} has META_ARCHITECTURE {teacher_cfg.MODEL.META_ARCHITECTURE}: the "
+            "teacher must be a GeneralizedRCNN config."
+        )
+    if teacher_cfg.MODEL.ROI_HEADS.NUM_CLASSES != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
+        raise QuantMimicInputError(
+            f"Teacher config {path} has {teacher_cfg.MODEL.ROI_HEADS.NUM_CLASSES} classes but the student "
+            f"has {cfg.MODEL.ROI_HEADS.NUM_CLASSES}: use a teacher trained on the student's data set."
+        )
+    return teacher_cfg
+
+
+def student_config(cfg: CfgNode) -> CfgNode:
+    """The student's standalone config: the main config as a plain GeneralizedRCNN."""
+    student_cfg = cfg.clone()
+    student_cfg.defrost()
+    student_cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
+    return student_cfg
+
+
+class FrozenTeacher(nn.Module):
+    """A GeneralizedRCNN whose parameters never get gradients and that stays in eval mode
+    (BatchNorm statistics never change), whatever ``.train()`` is called with."""
+
+    def __init__(self, model: GeneralizedRCNN):
+        super().__init__()
+        self.model = model
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.model.eval()
+
+    def train(self, mode: bool = True) -> FrozenTeacher:
+        super().train(False)
+        return self
+
+    @torch.no_grad()
+    def features(self, batched_inputs: list[dict]) -> dict[str, torch.Tensor]:
+        """Backbone (+FPN) features only: the teacher's RPN and heads never run."""
+        images = self.model.preprocess_image(batched_inputs)
+        return self.model.backbone(images.tensor)
+
+
+@META_ARCH_REGISTRY.register()
+class QuantMimicRCNN(nn.Module):
+    @configurable
+    def __init__(
+        self,
+        *,
+        student: GeneralizedRCNN,
+        teacher: GeneralizedRCNN,
+        in_features: list[str],
+        pooler: ROIPooler,
+        adapter: nn.Module,
+        num_rois_per_image: int,
+    ):
+        """
+        Args:
+            student / teacher: detectron2 GeneralizedRCNNs; the teacher is frozen here.
+            in_features: feature maps the RoIs are pooled from (the student's ROI_HEADS.IN_FEATURES);
+                both networks must produce them at the same strides.
+            pooler: ROIAlign over ``in_features``: Tensor[N, C, R, R] per network.
+            adapter: r(), Tensor[N, C_student, R, R] -> Tensor[N, C_teacher, R, R].
+            num_rois_per_image: sampled proposals per image used for mimicking.
+        """
+        super().__init__()
+        self.student = student
+        self.teacher = FrozenTeacher(teacher)
+        self.in_features = in_features
+        self.pooler = pooler
+        self.adapter = adapter
+        self.num_rois_per_image = num_rois_per_image
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode) -> dict:
+        student = GeneralizedRCNN(student_config(cfg))
+        teacher_cfg = load_teacher_config(cfg)
+        teacher = GeneralizedRCNN(teacher_cfg)
+        in_features = list(cfg.MODEL.ROI_HEADS.IN_FEATURES)
+        s_shape, t_shape = student.backbone.output_shape(), teacher.backbone.output_shape()
+        for f in in_features:
+            if f not in t_shape or t_shape[f].stride != s_shape[f].stride:
+                raise QuantMimicInputError(
+                    f"The teacher ({cfg.MODEL.QUANT_MIMIC.TEACHER_CONFIG}) has no feature map {f} at the "
+                    f"student's stride {s_shape[f].stride}: use a teacher with the same FPN levels."
+                )
+        s_channels = {s_shape[f].channels for f in in_features}
+        t_channels = {t_shape[f].channels for f in in_features}
+        if len(s_channels) != 1 or len(t_channels) != 1:
+            raise QuantMimicInputError(
+                f"Mimicked feature maps {in_features} must have one channel count each."
+            )
+        box_head = cfg.MODEL.ROI_BOX_HEAD
+        pooler = ROIPooler(
+            output_size=box_head.POOLER_RESOLUTION,
+            scales=tuple(1.0 / s_shape[f].stride for f in in_features),
+            sampling_ratio=box_head.POOLER_SAMPLING_RATIO,
+            pooler_type=box_head.POOLER_TYPE,
+        )
+        kernel = cfg.MODEL.QUANT_MIMIC.ADAPT_KERNEL_SIZE
+        if kernel not in (1, 3):
+            raise QuantMimicInputError(f"MODEL.QUANT_MIMIC.ADAPT_KERNEL_SIZE is {kernel}: use 1 or 3.")
+        adapter = nn.Conv2d(s_channels.pop(), t_channels.pop(), kernel, padding=kernel // 2)
+        num_rois = cfg.MODEL.QUANT_MIMIC.NUM_ROIS_PER_IMAGE
+        if not 0 < num_rois <= cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE:
+            raise QuantMimicInputError(
+                f"MODEL.QUANT_MIMIC.NUM_ROIS_PER_IMAGE is {num_rois}: use 1 to "
+                f"ROI_HEADS.BATCH_SIZE_PER_IMAGE ({cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE})."
+            )
+        return {
+            "student": student,
+            "teacher": teacher,
+            "in_features": in_features,
+            "pooler": pooler,
+            "adapter": adapter,
+            "num_rois_per_image": num_rois,
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return self.student.device
+
+    def forward(self, batched_inputs: list[dict]):
+        """Training: the student's losses plus ``MIMIC_FEATURES_KEY: MimicFeatures``. Inference: the
+        student's outputs (list of {"instances": Instances})."""
+        if not self.training:
+            return self.student(batched_inputs)
+        student = self.student
+        images = student.preprocess_image(batched_inputs)
+        gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
+        features = student.backbone(images.tensor)
+        proposals, proposal_losses = student.proposal_generator(images, features, gt_instances)
+        sampled, detector_losses = student.roi_heads(images, features, proposals, gt_instances)
+        boxes = [p.proposal_boxes[: self.num_rois_per_image] for p in sampled]
+
+        teacher_features = self.teacher.features(batched_inputs)
+        teacher_rois = self.pooler([teacher_features[f] for f in self.in_features], boxes)
+        student_rois = self.pooler([features[f] for f in self.in_features], boxes)
+        losses = {**detector_losses, **proposal_losses}
+        losses[MIMIC_FEATURES_KEY] = MimicFeatures(teacher=teacher_rois, student=self.adapter(student_rois))
+        return losses
+
+    def student_state_dict(self) -> dict[str, torch.Tensor]:
+        """The student's weights alone, loadable into a plain GeneralizedRCNN."""
+        return self.student.state_dict()

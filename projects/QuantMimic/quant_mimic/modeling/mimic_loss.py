@@ -1,0 +1,92 @@
+"""The mimic loss L_m = lambda / (2N) * sum_i || Q(f_t^i) - Q(r(f_s^i)) ||^2 (paper Eq. 3) and the
+paper's matching ratio. Parameter-free: the adaptation conv r() lives in the model (see meta_arch.py),
+so DistributedDataParallel synchronises its gradients; the trainer's step calls this module."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from detectron2.config import CfgNode, configurable
+from torch import nn
+
+from .quantizer import Quantizer
+
+NORMALIZATIONS = ("per_element", "as_written")
+
+
+@dataclass
+class MimicFeatures:
+    """RoI features handed from the model to the trainer's step, pooled from the same boxes.
+
+    teacher: Tensor[N, C, R, R], no gradient. student: Tensor[N, C, R, R], already adapted by r().
+    """
+
+    teacher: torch.Tensor
+    student: torch.Tensor
+
+
+class MimicLoss(nn.Module):
+    """``(MimicFeatures) -> {"loss_mimic": scalar}``; also reports the matching ratio."""
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        weight: float,
+        normalize: str,
+        quantizer: Quantizer,
+        quantize_teacher: bool,
+        quantize_student: bool,
+        feature_relu: bool,
+        match_threshold: float,
+    ):
+        super().__init__()
+        if normalize not in NORMALIZATIONS:
+            raise ValueError(f"Unknown mimic loss normalisation {normalize!r}: use one of {NORMALIZATIONS}.")
+        self.weight = weight
+        self.normalize = normalize
+        self.quantizer = quantizer
+        self.quantize_teacher = quantize_teacher
+        self.quantize_student = quantize_student
+        self.feature_relu = feature_relu
+        self.match_threshold = match_threshold
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode) -> dict:
+        qm = cfg.MODEL.QUANT_MIMIC
+        return {
+            "weight": qm.LOSS_WEIGHT,
+            "normalize": qm.NORMALIZE,
+            "quantizer": Quantizer(qm.QUANTIZER_STRIDE, qm.QUANTIZER_TYPE),
+            "quantize_teacher": qm.QUANTIZE_TEACHER,
+            "quantize_student": qm.QUANTIZE_STUDENT,
+            "feature_relu": qm.FEATURE_RELU,
+            "match_threshold": qm.MATCH_THRESHOLD,
+        }
+
+    def compared(self, features: MimicFeatures) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two tensors the loss compares: optional ReLU, then Q on each side if switched on."""
+        teacher, student = features.teacher.detach(), features.student
+        if self.feature_relu:
+            teacher, student = torch.relu(teacher), torch.relu(student)
+        if self.quantize_teacher:
+            teacher = self.quantizer(teacher)
+        if self.quantize_student:
+            student = self.quantizer(student)
+        return teacher, student
+
+    def forward(self, features: MimicFeatures) -> dict[str, torch.Tensor]:
+        teacher, student = self.compared(features)
+        num_rois = max(teacher.shape[0], 1)
+        denom = 2 * num_rois
+        if self.normalize == "per_element":
+            denom *= teacher[0].numel() if teacher.shape[0] else 1
+        return {"loss_mimic": self.weight * (teacher - student).pow(2).sum() / denom}
+
+    @torch.no_grad()
+    def matching_ratio(self, features: MimicFeatures) -> torch.Tensor:
+        """Tensor[N]: per RoI, the share of elements with |f_t - f_s| < threshold (paper Fig. 5)."""
+        teacher, student = self.compared(features)
+        close = (teacher - student).abs() < self.match_threshold
+        return close.flatten(1).float().mean(dim=1)

@@ -1,0 +1,86 @@
+"""The feature-map quantizer Q of Quantization Mimic (paper Sec. 3.2) and the "quantized ReLU".
+
+Q maps a value to the nearest code of a code book with stride s; values <= s/2 (negatives included)
+map to 0 and there is no upper clip. The backward pass is straight-through (the full-precision
+gradient): the paper reports that a quantized gradient makes the student fail to converge.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+QUANTIZER_TYPES = ("uniform", "pow2")
+
+
+def _uniform_codes(x: torch.Tensor, stride: float) -> torch.Tensor:
+    # nearest code, ties upwards: floor(x / s + 1/2) * s; everything <= s/2 is 0
+    return torch.where(x > stride / 2, torch.floor(x / stride + 0.5) * stride, torch.zeros_like(x))
+
+
+def _pow2_codes(x: torch.Tensor, stride: float) -> torch.Tensor:
+    # code book {0, s, 2s, 4s, 8s, ...}: between s*2^k and s*2^(k+1) the nearer one, ties upwards
+    ratio = (x / stride).clamp(min=1.0)
+    low = torch.exp2(torch.floor(torch.log2(ratio)))
+    code = torch.where(ratio - low >= low / 2, 2 * low, low) * stride
+    return torch.where(x > stride / 2, code, torch.zeros_like(x))
+
+
+def quantize(x: torch.Tensor, stride: float = 1.0, kind: str = "uniform") -> torch.Tensor:
+    """Q(x) for a tensor of any shape; gradient straight-through (dQ/dx = 1 everywhere)."""
+    if kind not in QUANTIZER_TYPES:
+        raise ValueError(f"Unknown quantizer type {kind!r}: use one of {QUANTIZER_TYPES}.")
+    if stride <= 0:
+        raise ValueError(f"Quantizer stride must be positive, got {stride}.")
+    codes = _uniform_codes(x, stride) if kind == "uniform" else _pow2_codes(x, stride)
+    return x + (codes - x).detach()
+
+
+class Quantizer(nn.Module):
+    """``quantize`` as a module: ``Tensor[*] -> Tensor[*]`` (same shape, values on the code book)."""
+
+    def __init__(self, stride: float = 1.0, kind: str = "uniform"):
+        super().__init__()
+        quantize(torch.zeros(1), stride, kind)  # validates the arguments once
+        self.stride = float(stride)
+        self.kind = kind
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return quantize(x, self.stride, self.kind)
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind}, stride={self.stride}"
+
+
+class QuantizedReLU(Quantizer):
+    """Q(ReLU(x)): the paper's replacement for the last activation of a feature extractor.
+
+    Same values as Q (Q already maps negatives to 0), but the gradient is ReLU's (0 for x < 0),
+    i.e. the full-precision activation's gradient.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return quantize(torch.relu(x), self.stride, self.kind)
+
+
+def quantize_outputs(module: nn.Module, quantizer: nn.Module) -> nn.Module:
+    """Apply ``quantizer`` to every tensor of ``module``'s dict output, in place, with a forward hook.
+
+    The quantizer holds no parameters or buffers, so the module's state dict (and therefore loading
+    full-precision weights into it, as the paper's teacher fine-tuning does) is unchanged.
+    """
+    module.output_quantizer = quantizer
+
+    def hook(mod: nn.Module, inputs, outputs: dict) -> dict:
+        return {name: mod.output_quantizer(x) for name, x in outputs.items()}
+
+    module.register_forward_hook(hook)
+    return module
+
+
+def maybe_quantize_outputs(cfg, backbone: nn.Module) -> nn.Module:
+    """``backbone`` with the quantized ReLU on its outputs if ``cfg.MODEL.QUANTIZER.ENABLED``."""
+    qcfg = cfg.MODEL.get("QUANTIZER", None)
+    if qcfg is None or not qcfg.ENABLED:
+        return backbone
+    return quantize_outputs(backbone, QuantizedReLU(qcfg.STRIDE, qcfg.TYPE))
