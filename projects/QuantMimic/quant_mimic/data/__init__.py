@@ -4,6 +4,8 @@ Importing this package registers ``quantmimic_shapes_train`` / ``quantmimic_shap
 ``$DETECTRON2_DATASETS`` (default ``datasets``); the files are generated on first use.
 """
 
+import os
+
 from .builtin import (
     SHAPE_COLORS,
     SHAPES_DATASET_PREFIX,
@@ -22,6 +24,7 @@ from .shapes import (
 )
 
 __all__ = [
+    "MINI_SPEC",
     "DEFAULT_SPEC",
     "SHAPE_CLASSES",
     "SHAPE_COLORS",
@@ -36,4 +39,10 @@ __all__ = [
     "render_image",
 ]
 
+# A 64 + 32 image variant for smoke runs and tests (same generator, its own folder).
+MINI_SPEC = ShapesSpec(num_train=64, num_val=32)
+
 register_shapes_datasets()
+register_shapes_datasets(
+    root=os.path.join(default_datasets_root(), "quantmimic_shapes_mini"), spec=MINI_SPEC, prefix="quantmimic_shapes_mini"
+)

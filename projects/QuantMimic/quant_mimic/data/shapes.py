@@ -37,7 +37,7 @@ import shutil
 import uuid
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -53,6 +53,7 @@ __all__ = [
     "generate_shapes_dataset",
     "generate_split",
     "render_image",
+    "visible_objects",
 ]
 
 DATASET_DIRNAME = "quantmimic_shapes"
@@ -356,9 +357,45 @@ def _pick_colors(
 def _object_size(rng: np.random.Generator, spec: ShapesSpec) -> int:
     """Side of the object's bounding square, pixels."""
     if rng.random() < spec.small_object_prob:
-        return int(rng.integers(spec.min_object_size, spec.small_object_size))
+        return int(rng.integers(spec.min_object_size, max(spec.small_object_size, spec.min_object_size + 1)))
     lo, hi = math.log(spec.small_object_size), math.log(spec.max_object_size + 1)
     return min(int(math.exp(rng.uniform(lo, hi))), spec.max_object_size)
+
+
+def visible_objects(
+    masks: Sequence[np.ndarray], category_ids: Sequence[int], max_hidden_fraction: float = 0.6
+) -> List[Dict[str, Any]]:
+    """Annotations of objects drawn in order (later ones on top), by what remains visible.
+
+    Args:
+        masks: one bool (H, W) mask per object, in drawing order.
+        category_ids: one COCO category id per object.
+        max_hidden_fraction: objects with more than this fraction of their pixels covered by
+            later objects are dropped.
+
+    Returns:
+        one dict per kept object, in drawing order: ``category_id``, ``bbox`` = [x, y, w, h]
+        (ints, px: the tight box of the visible pixels, so ``w, h >= 1`` and it lies inside the
+        image) and ``area`` = ``w * h`` (px^2, the box area, as detectron2 writes for annotations
+        without segmentation).
+    """
+    if len(masks) != len(category_ids):
+        raise ValueError("need one category id per mask")
+    if len(masks) == 0:
+        return []
+    covered = np.zeros(masks[0].shape, dtype=bool)  # union of the masks drawn later
+    kept_reversed: List[Dict[str, Any]] = []
+    for m, cat in zip(reversed(masks), reversed(category_ids)):  # top-most first
+        vis = m & ~covered
+        covered |= m
+        n_vis = int(vis.sum())
+        if n_vis == 0 or n_vis < (1 - max_hidden_fraction) * int(m.sum()):
+            continue
+        ys, xs = np.nonzero(vis)
+        x, y = int(xs.min()), int(ys.min())
+        w, h = int(xs.max()) + 1 - x, int(ys.max()) + 1 - y
+        kept_reversed.append({"category_id": int(cat), "bbox": [x, y, w, h], "area": w * h})
+    return kept_reversed[::-1]
 
 
 def render_image(rng: np.random.Generator, spec: ShapesSpec) -> Tuple[np.ndarray, List[Dict[str, Any]]]:
@@ -367,8 +404,7 @@ def render_image(rng: np.random.Generator, spec: ShapesSpec) -> Tuple[np.ndarray
     Returns:
         image: uint8 array of shape (image_size, image_size, 3), **RGB**.
         objects: one dict per visible object, in drawing order, with ``category_id`` (1..5),
-            ``bbox`` ([x, y, w, h] ints, tight box of the visible pixels) and ``area`` (``w * h``,
-            px^2: box area, as detectron2 writes for annotations without segmentation).
+            ``bbox`` and ``area``, as returned by :func:`visible_objects`.
     """
     size = spec.image_size
     img = draw_background(rng, size)
@@ -407,16 +443,7 @@ def render_image(rng: np.random.Generator, spec: ShapesSpec) -> Tuple[np.ndarray
         img += rng.normal(0.0, spec.noise_std, size=img.shape).astype(np.float32)
     image = np.clip(np.round(img), 0, 255).astype(np.uint8)
 
-    objects: List[Dict[str, Any]] = []
-    for m, vis, cls in zip(masks, visible, classes):
-        n_vis = int(vis.sum())
-        if n_vis == 0 or n_vis < (1 - spec.max_hidden_fraction) * m.sum():
-            continue
-        ys, xs = np.nonzero(vis)
-        x, y = int(xs.min()), int(ys.min())
-        w, h = int(xs.max()) + 1 - x, int(ys.max()) + 1 - y
-        objects.append({"category_id": cls + 1, "bbox": [x, y, w, h], "area": w * h})
-    return image, objects
+    return image, visible_objects(masks, [c + 1 for c in classes], spec.max_hidden_fraction)
 
 
 def _split_rng(spec: ShapesSpec, split: str, index: int) -> np.random.Generator:

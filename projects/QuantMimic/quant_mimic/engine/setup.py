@@ -6,9 +6,11 @@ names the problem and the fix; ``train_net.py`` prints it and exits with status 
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Sequence
 
+import torch
 from detectron2.config import CfgNode, get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
@@ -41,6 +43,9 @@ def build_config(config_file: str, opts: Sequence[str] = ()) -> CfgNode:
                 f"{source}: {msg}; check the key's spelling and value type against detectron2's defaults "
                 "and projects/QuantMimic/quant_mimic/config.py."
             ) from None
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        logging.getLogger(__name__).warning("No CUDA device: running on the CPU (MODEL.DEVICE cpu).")
+        cfg.MODEL.DEVICE = "cpu"
     teacher = cfg.MODEL.QUANT_MIMIC.TEACHER_CONFIG
     if teacher and not os.path.isabs(teacher) and not os.path.exists(teacher):
         cfg.MODEL.QUANT_MIMIC.TEACHER_CONFIG = os.path.join(os.path.dirname(config_file), teacher)

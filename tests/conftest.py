@@ -1,0 +1,56 @@
+"""Shared helpers: run the project's train_net.py in a subprocess on the mini built-in data set."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PROJECT = REPO / "projects" / "QuantMimic"
+TRAIN_NET = PROJECT / "train_net.py"
+CONFIGS = PROJECT / "configs"
+STUDENT_CONFIG = CONFIGS / "shapes" / "student_R18_16_FPN_scratch.yaml"
+
+# Small, fast runs on the 64-image variant of the built-in data set.
+MINI_OPTS = [
+    "DATASETS.TRAIN", "('quantmimic_shapes_mini_train',)",
+    "DATASETS.TEST", "('quantmimic_shapes_mini_val',)",
+    "SOLVER.IMS_PER_BATCH", "4",
+    "SOLVER.WARMUP_ITERS", "5",
+    "DATALOADER.NUM_WORKERS", "0",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def datasets_root(tmp_path_factory) -> Path:
+    """A DETECTRON2_DATASETS folder shared by the session's runs (the data set is generated once)."""
+    return tmp_path_factory.mktemp("datasets")
+
+
+def run_train_net(args: list[str], datasets_root: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, DETECTRON2_DATASETS=str(datasets_root), PYTHONWARNINGS="ignore")
+    return subprocess.run(
+        [sys.executable, str(TRAIN_NET), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def read_metrics(output_dir: Path) -> list[dict]:
+    with open(output_dir / "metrics.json") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def copypaste_results(stdout: str) -> dict[str, float]:
+    """The AP row detectron2 prints as ``copypaste: AP,AP50,...`` / ``copypaste: 1.0,2.0,...``."""
+    rows = [line.split("copypaste: ")[1] for line in stdout.splitlines() if "copypaste: " in line]
+    header = next(i for i, r in enumerate(rows) if r.startswith("AP,"))
+    return dict(zip(rows[header].split(","), map(float, rows[header + 1].split(","))))

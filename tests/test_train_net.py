@@ -1,0 +1,96 @@
+"""train_net.py end to end on CPU: training, checkpoints, --resume, --eval-only, GLOO, bad input."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+
+import pytest
+from conftest import MINI_OPTS, STUDENT_CONFIG, copypaste_results, read_metrics, run_train_net
+
+
+@pytest.fixture(scope="module")
+def trained(datasets_root, tmp_path_factory):
+    """A 40-iteration student run on the mini data set (checkpoint every 20 iterations)."""
+    out = tmp_path_factory.mktemp("student")
+    opts = [*MINI_OPTS, "SOLVER.MAX_ITER", "40", "SOLVER.CHECKPOINT_PERIOD", "20", "OUTPUT_DIR", str(out)]
+    run = run_train_net(["--config-file", str(STUDENT_CONFIG), *opts], datasets_root)
+    assert run.returncode == 0, run.stderr[-3000:]
+    snapshot = tmp_path_factory.mktemp("snapshot") / "model_40.pth"  # --resume later replaces model_final
+    shutil.copy(out / "model_final.pth", snapshot)
+    return out, opts, run, snapshot
+
+
+def test_training_lowers_loss_and_writes_checkpoints_and_logs(trained):
+    out, _, _, _ = trained
+    losses = [m["total_loss"] for m in read_metrics(out) if "total_loss" in m]
+    assert len(losses) == 2 and losses[-1] < losses[0]
+    for name in ["model_0000019.pth", "model_final.pth", "last_checkpoint", "config.yaml"]:
+        assert (out / name).is_file(), name
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(out))  # TensorBoard
+    assert "bbox/AP" in read_metrics(out)[-1]
+
+
+def test_resume_continues_from_the_last_checkpoint(trained, datasets_root):
+    out, opts, _, _ = trained
+    resumed = run_train_net(
+        ["--config-file", str(STUDENT_CONFIG), "--resume", *opts, "SOLVER.MAX_ITER", "60"], datasets_root
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    iterations = [m["iteration"] for m in read_metrics(out) if "total_loss" in m]
+    assert iterations == [19, 39, 59]  # resumed at 40, not restarted at 0
+    assert "Loading checkpoint from" in resumed.stderr + resumed.stdout
+
+
+def test_eval_only_reproduces_the_logged_ap(trained, datasets_root, tmp_path):
+    _, opts, train_run, weights = trained
+    logged = copypaste_results(train_run.stdout + train_run.stderr)
+    run = run_train_net(
+        ["--config-file", str(STUDENT_CONFIG), "--eval-only", *opts, "OUTPUT_DIR", str(tmp_path),
+         "MODEL.WEIGHTS", str(weights)],
+        datasets_root,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    evaluated = copypaste_results(run.stdout + run.stderr)
+    assert evaluated.keys() == logged.keys()
+    for key in logged:
+        assert evaluated[key] == pytest.approx(logged[key], abs=1e-3), key
+
+
+def test_two_gloo_processes_train(datasets_root, tmp_path):
+    opts = [*MINI_OPTS, "SOLVER.MAX_ITER", "6", "OUTPUT_DIR", str(tmp_path), "TEST.EVAL_PERIOD", "0"]
+    run = run_train_net(["--config-file", str(STUDENT_CONFIG), "--num-gpus", "2", *opts], datasets_root)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (tmp_path / "model_final.pth").is_file()
+    assert "bbox/AP" in read_metrics(tmp_path)[-1]
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (["DATASETS.TRAIN", "('voc_2007_trainval',)"], r"Dataset 'voc_2007_trainval' needs .*VOC2007, which is not there"),
+        (["MODEL.NOT_A_KEY", "1"], r"Non-existent .*MODEL.NOT_A_KEY.*check the key's spelling"),
+        (["--eval-only", "MODEL.WEIGHTS", "/no/such/model.pth"], r"MODEL.WEIGHTS file /no/such/model.pth does not exist"),
+        (["DATASETS.TRAIN", "('no_such_dataset',)"], r"Dataset 'no_such_dataset' is not registered"),
+    ],
+)  # fmt: skip
+def test_bad_input_gives_one_clear_sentence(extra, expected, datasets_root, tmp_path):
+    flags = [a for a in extra if a.startswith("--")]  # flags go before the KEY VALUE overrides
+    overrides = [a for a in extra if not a.startswith("--")]
+    args = ["--config-file", str(STUDENT_CONFIG), *flags, *MINI_OPTS, "OUTPUT_DIR", str(tmp_path), *overrides]
+    run = run_train_net(args, datasets_root)
+    assert run.returncode == 2
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in run.stderr, run.stderr[-2000:]
+    assert lines[0].startswith("train_net.py: error: ")
+    assert re.search(expected, lines[0]), lines[0]
+
+
+def test_a_new_run_refuses_to_overwrite_an_earlier_one(trained, datasets_root):
+    out, opts, _, _ = trained
+    before = {p.name: p.stat().st_mtime for p in out.iterdir()}
+    run = run_train_net(["--config-file", str(STUDENT_CONFIG), *opts], datasets_root)
+    assert run.returncode == 2
+    assert "already holds a training run" in run.stderr and "--resume" in run.stderr
+    assert {p.name: p.stat().st_mtime for p in out.iterdir()} == before
