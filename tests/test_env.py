@@ -11,7 +11,7 @@ from quant_mimic.collect_env import collect_env_info, detectron2_source, missing
 
 def test_detectron2_and_project_import():
     import detectron2
-    from detectron2.modeling import META_ARCH_REGISTRY, BACKBONE_REGISTRY
+    from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY
 
     import quant_mimic  # noqa: F401
 
@@ -35,8 +35,10 @@ def test_missing_compiled_op_raises_one_clear_sentence():
         assert missing_compiled_ops() == []
         return
 
-    with pytest.raises(RuntimeError, match="needs detectron2's compiled op `deform_conv_forward`.*install detectron2"):
-        deform_conv._C.deform_conv_forward
+    with pytest.raises(
+        RuntimeError, match="needs detectron2's compiled op `deform_conv_forward`.*install detectron2"
+    ):
+        _ = deform_conv._C.deform_conv_forward
     assert "deformable convolution" in missing_compiled_ops()
     assert "no compiled ops" in detectron2_source() or "without compiled ops" in detectron2_source()
 

@@ -73,7 +73,7 @@ def load_compiled_ops(feature):
         return _MissingOps(feature)
 '''
 
-SETUP_PY = '''\
+SETUP_PY = """\
 # Pure-Python setup for detectron2 0.6, written by QuantMimic's tools/build_detectron2.py.
 from setuptools import find_packages, setup
 
@@ -85,7 +85,7 @@ setup(
     package_data={{"detectron2.model_zoo": ["configs/*.yaml", "configs/**/*.yaml", "configs/**/*.py"]}},
     python_requires=">=3.7",
 )
-'''
+"""
 
 
 def _replace(root: Path, rel: str, old: str, new: str, count: int = 1) -> None:
@@ -108,8 +108,7 @@ def _optional_compiled_ops(root: Path) -> None:
             root,
             rel,
             "from detectron2 import _C\n",
-            "from detectron2._missing_ops import load_compiled_ops\n\n"
-            f'_C = load_compiled_ops("{feature}")\n',
+            f'from detectron2._missing_ops import load_compiled_ops\n\n_C = load_compiled_ops("{feature}")\n',
         )
     _replace(
         root,

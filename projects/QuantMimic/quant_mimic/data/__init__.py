@@ -44,5 +44,7 @@ MINI_SPEC = ShapesSpec(num_train=64, num_val=32)
 
 register_shapes_datasets()
 register_shapes_datasets(
-    root=os.path.join(default_datasets_root(), "quantmimic_shapes_mini"), spec=MINI_SPEC, prefix="quantmimic_shapes_mini"
+    root=os.path.join(default_datasets_root(), "quantmimic_shapes_mini"),
+    spec=MINI_SPEC,
+    prefix="quantmimic_shapes_mini",
 )

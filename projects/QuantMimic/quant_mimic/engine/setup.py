@@ -46,10 +46,26 @@ def build_config(config_file: str, opts: Sequence[str] = ()) -> CfgNode:
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         logging.getLogger(__name__).warning("No CUDA device: running on the CPU (MODEL.DEVICE cpu).")
         cfg.MODEL.DEVICE = "cpu"
-    teacher = cfg.MODEL.QUANT_MIMIC.TEACHER_CONFIG
-    if teacher and not os.path.isabs(teacher) and not os.path.exists(teacher):
-        cfg.MODEL.QUANT_MIMIC.TEACHER_CONFIG = os.path.join(os.path.dirname(config_file), teacher)
+    cfg.MODEL.QUANT_MIMIC.TEACHER_CONFIG = resolve_config_path(
+        cfg.MODEL.QUANT_MIMIC.TEACHER_CONFIG, config_file
+    )
     return cfg
+
+
+def resolve_config_path(path: str, config_file: str) -> str:
+    """A config path named inside ``config_file``: as given if it exists, else relative to the folder
+    of ``config_file`` or of one of its parents (so ``_BASE_`` chains across folders keep working)."""
+    if not path or os.path.isabs(path) or os.path.exists(path):
+        return path
+    folder = os.path.dirname(os.path.abspath(config_file))
+    while True:
+        candidate = os.path.join(folder, path)
+        if os.path.exists(candidate):
+            return candidate
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return path  # not found: load_teacher_config reports it
+        folder = parent
 
 
 def check_weights(path: str, key: str = "MODEL.WEIGHTS") -> None:
@@ -99,4 +115,6 @@ def check_run_inputs(cfg: CfgNode, resume: bool = False, eval_only: bool = False
     """All checks a ``train_net.py`` run needs before it starts workers."""
     check_weights(cfg.MODEL.WEIGHTS)
     check_output_dir(cfg, resume, eval_only)
-    check_datasets(list(cfg.DATASETS.TEST) if eval_only else list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
+    check_datasets(
+        list(cfg.DATASETS.TEST) if eval_only else list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
+    )

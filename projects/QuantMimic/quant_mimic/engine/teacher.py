@@ -30,7 +30,9 @@ def load_teacher_weights(teacher: nn.Module, path: str, teacher_config: str) -> 
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict):
-        raise QuantMimicInputError(f"Teacher weights {path} hold no state dict: pass a detectron2 checkpoint.")
+        raise QuantMimicInputError(
+            f"Teacher weights {path} hold no state dict: pass a detectron2 checkpoint."
+        )
     expected = teacher.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

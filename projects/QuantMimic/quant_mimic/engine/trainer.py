@@ -37,7 +37,9 @@ class Trainer(DefaultTrainer):
         model = unwrap(self._trainer.model)
         if isinstance(model, QuantMimicRCNN):
             if cfg.SOLVER.AMP.ENABLED:
-                raise QuantMimicInputError("SOLVER.AMP.ENABLED is not supported with QuantMimicRCNN: set it False.")
+                raise QuantMimicInputError(
+                    "SOLVER.AMP.ENABLED is not supported with QuantMimicRCNN: set it False."
+                )
             self.prepare_teacher(cfg, model)
             self._trainer = MimicStepTrainer(
                 self._trainer.model, self._trainer.data_loader, self._trainer.optimizer, MimicLoss(cfg)
@@ -50,7 +52,9 @@ class Trainer(DefaultTrainer):
         load_teacher_weights(model.teacher.model, qm.TEACHER_WEIGHTS, qm.TEACHER_CONFIG)
         if qm.TEACHER_CHECK_IMAGES > 0 and cfg.DATASETS.TEST:
             dataset = cfg.DATASETS.TEST[0]
-            ap = quick_teacher_ap(model.teacher.model, load_teacher_config(cfg), dataset, qm.TEACHER_CHECK_IMAGES)
+            ap = quick_teacher_ap(
+                model.teacher.model, load_teacher_config(cfg), dataset, qm.TEACHER_CHECK_IMAGES
+            )
             logger.info(f"Teacher AP on the first {qm.TEACHER_CHECK_IMAGES} images of {dataset}: {ap:.1f}")
             if not ap >= qm.TEACHER_MIN_AP:
                 raise QuantMimicInputError(
@@ -66,7 +70,9 @@ class Trainer(DefaultTrainer):
         return hooks
 
     @classmethod
-    def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: str | None = None) -> DatasetEvaluator:
+    def build_evaluator(
+        cls, cfg: CfgNode, dataset_name: str, output_folder: str | None = None
+    ) -> DatasetEvaluator:
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
         if evaluator_type == "coco":

@@ -1,0 +1,189 @@
+"""QuantMimicRCNN + the mimic trainer: frozen teacher, loss goes down, export, configs, errors, GLOO."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import CONFIGS, MINI_OPTS, STUDENT_CONFIG, read_metrics, run_train_net
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
+from detectron2.modeling import build_model
+
+from quant_mimic.data import MINI_SPEC, register_shapes_datasets
+from quant_mimic.engine import Trainer, build_config
+from quant_mimic.engine.export import export_student
+from quant_mimic.errors import QuantMimicInputError
+from quant_mimic.modeling import MimicLoss
+
+QM_CONFIG = CONFIGS / "qm_R_tiny_FPN.yaml"
+TEST_DATA = ["DATASETS.TRAIN", "('qmtest_shapes_train',)", "DATASETS.TEST", "('qmtest_shapes_val',)"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def test_datasets(tmp_path_factory):
+    names = register_shapes_datasets(tmp_path_factory.mktemp("data"), MINI_SPEC, prefix="qmtest_shapes")
+    yield
+    for name in names:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+
+
+def write_teacher(folder, width_divisor=4, num_classes=5, quantized=True):
+    """A small teacher config (ResNet18-1-4 FPN) and a checkpoint of its (untrained) weights."""
+    config = folder / f"teacher_d{width_divisor}_c{num_classes}.yaml"
+    config.write_text(
+        f'_BASE_: "{STUDENT_CONFIG}"\n'
+        f"MODEL:\n  RESNETS:\n    WIDTH_DIVISOR: {width_divisor}\n"
+        f"  ROI_HEADS:\n    NUM_CLASSES: {num_classes}\n"
+        f"  QUANTIZER:\n    ENABLED: {quantized}\n"
+    )
+    cfg = build_config(str(config))
+    torch.manual_seed(0)
+    weights = folder / f"teacher_d{width_divisor}_c{num_classes}.pth"
+    torch.save({"model": build_model(cfg).state_dict()}, weights)
+    return config, weights
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    return write_teacher(tmp_path_factory.mktemp("teacher"))
+
+
+def qm_cfg(teacher, output_dir, *extra):
+    config, weights = teacher
+    opts = [*TEST_DATA, *MINI_OPTS[4:], "MODEL.QUANT_MIMIC.TEACHER_CONFIG", str(config),
+            "MODEL.QUANT_MIMIC.TEACHER_WEIGHTS", str(weights), "MODEL.QUANT_MIMIC.TEACHER_CHECK_IMAGES", "0",
+            "OUTPUT_DIR", str(output_dir), "SOLVER.IMS_PER_BATCH", "2", "TEST.EVAL_PERIOD", "0", *extra]  # fmt: skip
+    cfg = build_config(str(QM_CONFIG), opts)
+    cfg.freeze()
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def trained_qm(teacher, tmp_path_factory):
+    out = tmp_path_factory.mktemp("qm")
+    cfg = qm_cfg(teacher, out, "SOLVER.MAX_ITER", "30", "DATASETS.TEST", "()", "SOLVER.BASE_LR", "0.01")
+    trainer = Trainer(cfg)
+    model = trainer.model
+    teacher_before = copy.deepcopy(model.teacher.model.state_dict())
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    return cfg, trainer, teacher_before
+
+
+def test_teacher_parameters_and_bn_buffers_are_bit_identical(trained_qm):
+    _, trainer, before = trained_qm
+    after = trainer.model.teacher.model.state_dict()
+    assert any("running_mean" in k for k in after) and any("num_batches_tracked" in k for k in after)
+    assert before.keys() == after.keys()
+    for k in before:
+        assert torch.equal(before[k], after[k]), k
+    assert not trainer.model.teacher.training
+    assert all(not p.requires_grad for p in trainer.model.teacher.parameters())
+
+
+def test_qm_iterations_lower_the_total_loss_and_log_the_mimic_loss(trained_qm):
+    cfg, trainer, _ = trained_qm
+    history = trainer.storage.history("total_loss").values()
+    first, last = sum(v for v, _ in history[:5]) / 5, sum(v for v, _ in history[-5:]) / 5
+    assert last < first
+    metrics = read_metrics(Path(cfg.OUTPUT_DIR))
+    assert "loss_mimic" in metrics[-1] and 0.0 <= metrics[-1]["mimic/matching_ratio"] <= 1.0
+
+
+def test_student_export_predicts_like_the_meta_architecture(trained_qm, tmp_path):
+    cfg, trainer, _ = trained_qm
+    weights, config = export_student(trainer.model, cfg, str(tmp_path))
+    assert (tmp_path / "student_final.pth").is_file()
+    # the export written at the end of training, and one written now, both load into a plain GeneralizedRCNN
+    assert (Path(cfg.OUTPUT_DIR) / "student_final.pth").is_file()
+    student_cfg = build_config(config)
+    assert student_cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN"
+    student = build_model(student_cfg)
+    DetectionCheckpointer(student).load(weights)
+    student.eval()
+    trainer.model.eval()
+    mapper = DatasetMapper(cfg, is_train=False)
+    inputs = [mapper(d) for d in DatasetCatalog.get("qmtest_shapes_val")[:2]]
+    with torch.no_grad():
+        ours, theirs = trainer.model(inputs), student(inputs)
+    trainer.model.train()
+    for a, b in zip(ours, theirs):
+        a, b = a["instances"], b["instances"]
+        assert len(a) == len(b)
+        assert torch.equal(a.pred_boxes.tensor, b.pred_boxes.tensor)
+        assert torch.equal(a.scores, b.scores)
+
+
+@pytest.mark.parametrize(
+    "config, meta_arch, q_teacher, q_student",
+    [
+        ("qm_R_tiny_FPN.yaml", "QuantMimicRCNN", True, True),
+        ("shapes/mimic_R18_16_FPN.yaml", "QuantMimicRCNN", False, False),
+        ("shapes/qm_teacher_only_R18_16_FPN.yaml", "QuantMimicRCNN", True, False),
+        ("shapes/student_R18_16_FPN_scratch.yaml", "GeneralizedRCNN", None, None),
+    ],
+)
+def test_each_mode_quantizes_what_it_claims(config, meta_arch, q_teacher, q_student):
+    cfg = build_config(str(CONFIGS / config))
+    assert cfg.MODEL.META_ARCHITECTURE == meta_arch
+    if q_teacher is not None:
+        loss = MimicLoss(cfg)
+        assert (loss.quantize_teacher, loss.quantize_student) == (q_teacher, q_student)
+        teacher_cfg = build_config(cfg.MODEL.QUANT_MIMIC.TEACHER_CONFIG)
+        assert teacher_cfg.MODEL.QUANTIZER.ENABLED == q_teacher  # mimic's teacher is full precision
+    assert not cfg.MODEL.QUANTIZER.ENABLED  # a student never quantizes its own features here ...
+
+
+def test_quantization_only_ablation_quantizes_the_students_own_features():
+    cfg = build_config(str(CONFIGS / "shapes" / "quant_only_R18_16_FPN.yaml"))  # ... except this ablation
+    cfg.MODEL.DEVICE = "cpu"
+    model = build_model(cfg).eval()
+    features = model.backbone(torch.randn(1, 3, 64, 64))
+    for f in features.values():
+        assert torch.equal(f, f.round()) and f.min() >= 0  # stride 1: non-negative integers
+
+
+def test_missing_teacher_weights_are_refused(teacher, tmp_path):
+    cfg = qm_cfg(teacher, tmp_path, "MODEL.QUANT_MIMIC.TEACHER_WEIGHTS", str(tmp_path / "none.pth"))
+    with pytest.raises(
+        QuantMimicInputError, match=r"Teacher weights .*none.pth.* do not exist: train the teacher"
+    ):
+        Trainer(cfg)
+
+
+def test_teacher_weights_of_another_config_are_refused_with_the_unmatched_keys(teacher, tmp_path):
+    _, other_weights = write_teacher(tmp_path, width_divisor=8)
+    cfg = qm_cfg(teacher, tmp_path, "MODEL.QUANT_MIMIC.TEACHER_WEIGHTS", str(other_weights))
+    with pytest.raises(
+        QuantMimicInputError, match=r"do not match the teacher config .*wrong shape .*backbone\."
+    ):
+        Trainer(cfg)
+
+
+def test_teacher_with_other_classes_is_refused(tmp_path):
+    other = write_teacher(tmp_path, num_classes=3)
+    with pytest.raises(QuantMimicInputError, match="has 3 classes but the student has 5"):
+        Trainer(qm_cfg(other, tmp_path))
+
+
+def test_untrained_teacher_fails_the_quick_ap_check(teacher, tmp_path):
+    cfg = qm_cfg(teacher, tmp_path, "MODEL.QUANT_MIMIC.TEACHER_CHECK_IMAGES", "4")
+    with pytest.raises(
+        QuantMimicInputError, match=r"reaches AP 0\.0 .* below MODEL.QUANT_MIMIC.TEACHER_MIN_AP"
+    ):
+        Trainer(cfg)
+
+
+def test_qm_runs_in_two_gloo_processes(teacher, datasets_root, tmp_path):
+    config, weights = teacher
+    opts = [*MINI_OPTS, "SOLVER.MAX_ITER", "4", "OUTPUT_DIR", str(tmp_path), "TEST.EVAL_PERIOD", "0",
+            "MODEL.QUANT_MIMIC.TEACHER_CONFIG", str(config), "MODEL.QUANT_MIMIC.TEACHER_WEIGHTS", str(weights),
+            "MODEL.QUANT_MIMIC.TEACHER_CHECK_IMAGES", "0", "DATASETS.TEST", "()"]  # fmt: skip
+    run = run_train_net(["--config-file", str(QM_CONFIG), "--num-gpus", "2", *opts], datasets_root)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (tmp_path / "student_final.pth").is_file() and (tmp_path / "student_config.yaml").is_file()
+    assert "loss_mimic" in read_metrics(tmp_path)[-1]
