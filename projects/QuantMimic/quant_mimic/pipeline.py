@@ -1,0 +1,162 @@
+"""The main job: teacher -> quantized teacher -> students (scratch, mimic, Quantization Mimic), evaluated.
+
+    python -m quant_mimic.pipeline [--output output/shapes] [--seeds 0 1 2] [--smoke]
+
+Every stage is an ordinary ``train_net.py`` run with its own OUTPUT_DIR. A finished stage (its
+metrics.json holds the final evaluation) is reused; an interrupted one continues with ``--resume``.
+At the end the results table is written as ``<output>/results.md`` and ``<output>/results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+TRAIN_NET = Path(__file__).resolve().parents[1] / "train_net.py"
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+# A smoke run: the 64-image data set and a handful of iterations per stage (tests, quick checks).
+SMOKE_OPTS = [
+    "DATASETS.TRAIN", "('quantmimic_shapes_mini_train',)",
+    "DATASETS.TEST", "('quantmimic_shapes_mini_val',)",
+    "SOLVER.IMS_PER_BATCH", "2",
+    "SOLVER.MAX_ITER", "6",
+    "SOLVER.STEPS", "()",
+    "SOLVER.WARMUP_ITERS", "2",
+    "SOLVER.CHECKPOINT_PERIOD", "1000",
+    "DATALOADER.NUM_WORKERS", "0",
+    "MODEL.QUANT_MIMIC.TEACHER_CHECK_IMAGES", "0",
+]  # fmt: skip
+
+
+@dataclass
+class Stage:
+    name: str  # also the folder under --output
+    config: str  # relative to the project's configs/
+    description: str
+    opts: list[str] = field(default_factory=list)
+
+
+def chain(output: Path, seeds: list[int]) -> list[Stage]:
+    """The stages in order; students get one stage per seed, teachers are shared."""
+    teacher, teacher_q = output / "teacher_R18_FPN", output / "teacher_R18_FPN_quant"
+    stages = [
+        Stage("teacher_R18_FPN", "shapes/teacher_R18_FPN.yaml", "full-precision teacher, ResNet-18 FPN"),
+        Stage(
+            "teacher_R18_FPN_quant",
+            "shapes/teacher_R18_FPN_quant.yaml",
+            "quantized teacher (fine-tuned with Q)",
+            ["MODEL.WEIGHTS", str(teacher / "model_final.pth")],
+        ),
+    ]
+    students = [
+        ("scratch", "shapes/student_R18_16_FPN_scratch.yaml", "ResNet18-1-16 student, from scratch", []),
+        (
+            "mimic",
+            "shapes/mimic_R18_16_FPN.yaml",
+            "ResNet18-1-16 student, mimic (Li et al.)",
+            ["MODEL.QUANT_MIMIC.TEACHER_WEIGHTS", str(teacher / "model_final.pth")],
+        ),
+        (
+            "qm",
+            "qm_R_tiny_FPN.yaml",
+            "ResNet18-1-16 student, Quantization Mimic",
+            ["MODEL.QUANT_MIMIC.TEACHER_WEIGHTS", str(teacher_q / "model_final.pth")],
+        ),
+    ]
+    for seed in seeds:
+        for kind, config, description, opts in students:
+            stages.append(
+                Stage(
+                    f"student_{kind}_seed{seed}",
+                    config,
+                    f"{description}, seed {seed}",
+                    [*opts, "SEED", str(seed)],
+                )
+            )
+    return stages
+
+
+def read_final_metrics(output_dir: Path) -> dict | None:
+    """The last evaluation in ``output_dir/metrics.json`` (None if the run has not finished)."""
+    path = output_dir / "metrics.json"
+    if not (output_dir / "model_final.pth").exists() or not path.exists():
+        return None
+    evaluations = [m for m in map(json.loads, path.read_text().splitlines()) if "bbox/AP" in m]
+    return evaluations[-1] if evaluations else None
+
+
+def run_stage(stage: Stage, output: Path, extra_opts: list[str], index: int, total: int) -> dict:
+    out = output / stage.name
+    done = read_final_metrics(out)
+    if done is not None:
+        print(f"[{index}/{total}] {stage.name}: done already, reusing {out}", flush=True)
+        return done
+    resume = (out / "last_checkpoint").exists()
+    print(f"[{index}/{total}] {stage.name}: {stage.description}{' (resuming)' if resume else ''}", flush=True)
+    cmd = [sys.executable, str(TRAIN_NET), "--config-file", str(CONFIGS / stage.config)]
+    cmd += ["--resume"] if resume else []
+    cmd += [*stage.opts, *extra_opts, "OUTPUT_DIR", str(out)]
+    start = time.time()
+    log = out.parent / f"{stage.name}.log"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as f:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in proc.stdout:  # keep the whole log, show detectron2's progress lines (with ETA)
+            f.write(line)
+            if "eta:" in line or "copypaste:" in line or "error" in line.lower():
+                print("    " + line.rstrip()[:160], flush=True)
+    if proc.wait() != 0:
+        raise SystemExit(f"Stage {stage.name} failed (exit {proc.returncode}); its log is {log}.")
+    metrics = read_final_metrics(out)
+    if metrics is None:
+        raise SystemExit(f"Stage {stage.name} finished without a final evaluation; its log is {log}.")
+    print(f"    {stage.name}: AP {metrics['bbox/AP']:.1f} in {time.time() - start:.0f} s", flush=True)
+    return metrics
+
+
+def write_results(output: Path, stages: list[Stage], results: dict[str, dict]) -> None:
+    rows = []
+    for stage in stages:
+        m = results[stage.name]
+        rows.append({"model": stage.name, "description": stage.description, "config": stage.config,
+                     "checkpoint": str(output / stage.name / "model_final.pth"),
+                     **{k: round(m[f"bbox/{k}"], 2) for k in METRICS}})  # fmt: skip
+    (output / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    lines = ["| model | " + " | ".join(METRICS) + " | config |", "|---" * (len(METRICS) + 2) + "|"]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | " + " | ".join(f"{r[k]:.1f}" for k in METRICS) + f" | {r['config']} |"
+        )
+    (output / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", type=Path, default=Path("output/shapes"), help="one folder per stage")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="student seeds")
+    parser.add_argument("--smoke", action="store_true", help="tiny data set, 6 iterations per stage")
+    args = parser.parse_args(argv)
+    output = args.output.resolve()
+    stages = chain(output, args.seeds)
+    extra = SMOKE_OPTS if args.smoke else []
+    start = time.time()
+    results = {}
+    for i, stage in enumerate(stages, 1):
+        results[stage.name] = run_stage(stage, output, extra, i, len(stages))
+        elapsed = time.time() - start
+        print(f"    elapsed {elapsed / 60:.1f} min, {i}/{len(stages)} stages", flush=True)
+    write_results(output, stages, results)
+    print(f"Main job done in {(time.time() - start) / 60:.1f} min; results in {output / 'results.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Every shipped config parses, names an existing teacher config, and builds its model."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from conftest import CONFIGS
+from detectron2.modeling import build_model
+
+from quant_mimic.engine import build_config
+from quant_mimic.modeling.meta_arch import load_teacher_config
+
+ALL_CONFIGS = sorted(
+    p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("*.yaml") if not p.name.startswith("Base")
+)
+
+
+def test_the_configs_users_type_exist():
+    assert "qm_R_tiny_FPN.yaml" in ALL_CONFIGS
+    for family in [
+        "teacher_R18_FPN",
+        "teacher_R18_FPN_quant",
+        "student_R18_16_FPN_scratch",
+        "mimic_R18_16_FPN",
+    ]:
+        assert f"shapes/{family}.yaml" in ALL_CONFIGS and f"voc/{family}.yaml" in ALL_CONFIGS
+
+
+@pytest.mark.parametrize("name", ALL_CONFIGS)
+def test_config_builds(name):
+    cfg = build_config(str(CONFIGS / name))
+    assert cfg.OUTPUT_DIR.startswith("output/")
+    if cfg.MODEL.META_ARCHITECTURE == "QuantMimicRCNN":
+        assert os.path.isfile(cfg.MODEL.QUANT_MIMIC.TEACHER_CONFIG)
+        teacher = load_teacher_config(cfg)
+        assert teacher.MODEL.ROI_HEADS.NUM_CLASSES == cfg.MODEL.ROI_HEADS.NUM_CLASSES
+        assert teacher.MODEL.RESNETS.WIDTH_DIVISOR < cfg.MODEL.RESNETS.WIDTH_DIVISOR  # a bigger teacher
+    else:
+        model = build_model(cfg)
+        assert model.roi_heads.num_classes == cfg.MODEL.ROI_HEADS.NUM_CLASSES
