@@ -191,7 +191,7 @@ def test_concurrent_generation(small_dataset: Path, tmp_path: Path) -> None:
 def test_spec_round_trip_and_validation() -> None:
     assert ShapesSpec.from_dict(SMALL.to_dict()) == SMALL
     defaults = ShapesSpec()
-    assert (defaults.num_train, defaults.num_val, defaults.image_size) == (800, 200, 256)
+    assert (defaults.num_train, defaults.num_val, defaults.image_size) == (800, 200, 192)
     assert (defaults.min_objects, defaults.max_objects) == (2, 8)
     with pytest.raises(TypeError):
         ShapesSpec.from_dict({**SMALL.to_dict(), "unknown": 1})
@@ -235,7 +235,7 @@ def test_registration_and_loading(tmp_path: Path) -> None:
         n_anns = 0
         for d in dicts:
             assert {"file_name", "height", "width", "image_id", "annotations"} <= set(d)
-            assert Path(d["file_name"]).is_file() and (d["height"], d["width"]) == (256, 256)
+            assert Path(d["file_name"]).is_file() and (d["height"], d["width"]) == (192, 192)
             for a in d["annotations"]:
                 assert {"bbox", "bbox_mode", "category_id", "iscrowd"} <= set(a)
                 assert a["bbox_mode"] == BoxMode.XYWH_ABS and 0 <= a["category_id"] < 5

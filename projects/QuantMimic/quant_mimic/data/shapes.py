@@ -97,13 +97,13 @@ class ShapesSpec:
     seed: int = 0
     num_train: int = 800
     num_val: int = 200
-    image_size: int = 256
+    image_size: int = 192
     min_objects: int = 2
     max_objects: int = 8
-    min_object_size: int = 8
-    max_object_size: int = 110
+    min_object_size: int = 10
+    max_object_size: int = 84
     small_object_size: int = 20
-    small_object_prob: float = 0.2
+    small_object_prob: float = 0.15
     clutter: int = 6
     max_overlap: float = 0.45
     max_hidden_fraction: float = 0.6

@@ -1,0 +1,81 @@
+"""How much a quantizer stride destroys of a trained model's features: the measurement behind the
+default stride (``MODEL.QUANTIZER.STRIDE``).
+
+    python -m quant_mimic.feature_stats --config-file configs/shapes/teacher_R18_FPN.yaml \\
+        MODEL.WEIGHTS output/shapes/teacher_R18_FPN/model_final.pth
+
+For every backbone output level it prints statistics of ReLU(feature) on validation images, and for
+each candidate stride s the share of positive activations that Q sends to 0 and the relative L2
+error ||Q(relu f) - relu f|| / ||relu f||.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+STRIDES = (0.0625, 0.125, 0.25, 0.5, 1.0)
+
+
+@torch.no_grad()
+def feature_stats(model, inputs: list[dict], strides=STRIDES) -> dict[str, dict]:
+    """{level: {"mean", "p50", "p99", "positive", "zeroed@s", "rel_err@s" ...}} of ReLU'd features."""
+    from .modeling.quantizer import quantize
+
+    images = model.preprocess_image(inputs)
+    features = model.backbone(images.tensor)
+    stats = {}
+    for name, f in features.items():
+        r = torch.relu(f).flatten()
+        pos = r[r > 0]
+        row = {
+            "mean": r.mean().item(),
+            "positive": (r > 0).float().mean().item(),
+            "p50": pos.median().item() if pos.numel() else 0.0,
+            "p99": pos.quantile(0.99).item() if pos.numel() else 0.0,
+        }
+        for s in strides:
+            q = quantize(r, s)
+            row[f"zeroed@{s}"] = ((q == 0) & (r > 0)).float().sum().item() / max(pos.numel(), 1)
+            row[f"rel_err@{s}"] = ((q - r).norm() / r.norm().clamp(min=1e-12)).item()
+        stats[name] = row
+    return stats
+
+
+def main(argv: list[str] | None = None) -> None:
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.data import DatasetCatalog, DatasetMapper
+    from detectron2.modeling import build_model
+
+    import quant_mimic  # noqa: F401
+
+    from .engine import build_config
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config-file", required=True)
+    parser.add_argument("--images", type=int, default=16)
+    parser.add_argument("opts", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    cfg = build_config(args.config_file, args.opts)
+    cfg.defrost()
+    cfg.MODEL.QUANTIZER.ENABLED = False  # measure the full-precision features
+    model = build_model(cfg).eval()
+    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    mapper = DatasetMapper(cfg, is_train=False)
+    inputs = [mapper(d) for d in DatasetCatalog.get(cfg.DATASETS.TEST[0])[: args.images]]
+    stats = feature_stats(model, inputs)
+    head = f"{'level':<6}{'mean':>8}{'pos':>7}{'p50':>8}{'p99':>8}"
+    head += "".join(f"{'zero@' + str(s):>11}" for s in STRIDES) + "".join(
+        f"{'err@' + str(s):>11}" for s in STRIDES
+    )
+    print(head)
+    for name, row in stats.items():
+        line = f"{name:<6}{row['mean']:>8.3f}{row['positive']:>7.2f}{row['p50']:>8.3f}{row['p99']:>8.3f}"
+        line += "".join(f"{row[f'zeroed@{s}']:>11.2f}" for s in STRIDES)
+        line += "".join(f"{row[f'rel_err@{s}']:>11.2f}" for s in STRIDES)
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
