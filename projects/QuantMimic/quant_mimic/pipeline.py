@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import statistics
 import subprocess
 import sys
 import time
@@ -121,19 +123,53 @@ def run_stage(stage: Stage, output: Path, extra_opts: list[str], index: int, tot
     return metrics
 
 
+def _finite(x: float) -> float | None:
+    return round(x, 2) if math.isfinite(x) else None  # COCO gives NaN for a size with no objects
+
+
+def _cell(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1f}"
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Mean and sample standard deviation of AP / AP50 over the seeds of each student kind."""
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        if "_seed" in row["model"]:
+            groups.setdefault(row["model"].rsplit("_seed", 1)[0], []).append(row)
+    summary = []
+    for kind, members in groups.items():
+        entry = {"model": kind, "seeds": len(members)}
+        for k in ("AP", "AP50"):
+            values = [m[k] for m in members if m[k] is not None]
+            entry[f"{k}_mean"] = round(statistics.mean(values), 2) if values else None
+            entry[f"{k}_std"] = round(statistics.stdev(values), 2) if len(values) > 1 else None
+        summary.append(entry)
+    return summary
+
+
 def write_results(output: Path, stages: list[Stage], results: dict[str, dict]) -> None:
+    """``results.json`` (every run, and per-kind means over seeds) and ``results.md`` (the same as tables)."""
     rows = []
     for stage in stages:
         m = results[stage.name]
         rows.append({"model": stage.name, "description": stage.description, "config": stage.config,
                      "checkpoint": str(output / stage.name / "model_final.pth"),
-                     **{k: round(m[f"bbox/{k}"], 2) for k in METRICS}})  # fmt: skip
-    (output / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+                     **{k: _finite(m[f"bbox/{k}"]) for k in METRICS}})  # fmt: skip
+    summary = summarize(rows)
+    (output / "results.json").write_text(json.dumps({"runs": rows, "over_seeds": summary}, indent=2) + "\n")
     lines = ["| model | " + " | ".join(METRICS) + " | config |", "|---" * (len(METRICS) + 2) + "|"]
     for r in rows:
-        lines.append(
-            f"| {r['model']} | " + " | ".join(f"{r[k]:.1f}" for k in METRICS) + f" | {r['config']} |"
-        )
+        lines.append(f"| {r['model']} | " + " | ".join(_cell(r[k]) for k in METRICS) + f" | {r['config']} |")
+    if summary:
+        lines += [
+            "",
+            "| student | seeds | AP mean | AP std | AP50 mean | AP50 std |",
+            "|---|---|---|---|---|---|",
+        ]
+        for e in summary:
+            cells = [_cell(e[k]) for k in ("AP_mean", "AP_std", "AP50_mean", "AP50_std")]
+            lines.append(f"| {e['model']} | {e['seeds']} | " + " | ".join(cells) + " |")
     (output / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -1,0 +1,65 @@
+"""The main job's chain on the mini data set: every stage runs, the table is written, reruns reuse."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+from quant_mimic.pipeline import chain, summarize
+
+STAGES = [
+    "teacher_R18_FPN",
+    "teacher_R18_FPN_quant",
+    "student_scratch_seed0",
+    "student_mimic_seed0",
+    "student_qm_seed0",
+]
+
+
+def run_pipeline(output, datasets_root) -> subprocess.CompletedProcess:
+    env = dict(os.environ, DETECTRON2_DATASETS=str(datasets_root), PYTHONWARNINGS="ignore")
+    cmd = [sys.executable, "-m", "quant_mimic.pipeline", "--smoke", "--output", str(output)]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+
+
+def test_chain_order_and_teacher_wiring(tmp_path):
+    stages = chain(tmp_path, seeds=[0, 1])
+    assert [s.name for s in stages][:5] == STAGES
+    assert len(stages) == 8
+    qm = stages[4]
+    assert qm.opts[qm.opts.index("MODEL.QUANT_MIMIC.TEACHER_WEIGHTS") + 1].endswith(
+        "teacher_R18_FPN_quant/model_final.pth"
+    )
+    assert qm.opts[-2:] == ["SEED", "0"]
+
+
+def test_summary_gives_mean_and_spread_over_seeds():
+    rows = [
+        {"model": f"student_qm_seed{i}", "AP": ap, "AP50": ap + 10} for i, ap in enumerate([10.0, 12.0, 14.0])
+    ]
+    rows.append({"model": "teacher_R18_FPN", "AP": 50.0, "AP50": 70.0})
+    (entry,) = summarize(rows)
+    assert entry == {"model": "student_qm", "seeds": 3, "AP_mean": 12.0, "AP_std": 2.0, "AP50_mean": 22.0,
+                     "AP50_std": 2.0}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_smoke_main_job_writes_the_results_and_reuses_finished_stages(tmp_path, datasets_root):
+    run = run_pipeline(tmp_path, datasets_root)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [r["model"] for r in results["runs"]] == STAGES
+    for row in results["runs"]:
+        assert 0.0 <= row["AP"] <= 100.0 and os.path.isfile(row["checkpoint"])
+    table = (tmp_path / "results.md").read_text()
+    assert all(f"| {name} |" in table for name in STAGES)
+    assert (tmp_path / "student_qm_seed0" / "student_final.pth").is_file()
+
+    again = run_pipeline(tmp_path, datasets_root)
+    assert again.returncode == 0
+    assert again.stdout.count("done already") == len(STAGES)
