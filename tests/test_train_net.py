@@ -40,7 +40,7 @@ def test_resume_continues_from_the_last_checkpoint(trained, datasets_root):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     iterations = [m["iteration"] for m in read_metrics(out) if "total_loss" in m]
     assert iterations == [19, 39, 59]  # resumed at 40, not restarted at 0
-    assert "Loading checkpoint from" in resumed.stderr + resumed.stdout
+    assert f"Loading trainer from {out / 'model_final.pth'}" in (out / "log.txt").read_text()
 
 
 def test_eval_only_reproduces_the_logged_ap(trained, datasets_root, tmp_path):
@@ -54,8 +54,9 @@ def test_eval_only_reproduces_the_logged_ap(trained, datasets_root, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     evaluated = copypaste_results(run.stdout + run.stderr)
     assert evaluated.keys() == logged.keys()
-    for key in logged:
-        assert evaluated[key] == pytest.approx(logged[key], abs=1e-3), key
+    assert logged["AP50"] > 0  # a model that detects something, so the comparison means something
+    for key in logged:  # APl is NaN: the data set has no COCO-large objects
+        assert evaluated[key] == pytest.approx(logged[key], abs=1e-3, nan_ok=True), key
 
 
 def test_two_gloo_processes_train(datasets_root, tmp_path):

@@ -44,7 +44,7 @@ def build_config(config_file: str, opts: Sequence[str] = ()) -> CfgNode:
                 "and projects/QuantMimic/quant_mimic/config.py."
             ) from None
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        logging.getLogger(__name__).warning("No CUDA device: running on the CPU (MODEL.DEVICE cpu).")
+        logging.getLogger(__name__).info("No CUDA device: running on the CPU (MODEL.DEVICE cpu).")
         cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.QUANT_MIMIC.TEACHER_CONFIG = resolve_config_path(
         cfg.MODEL.QUANT_MIMIC.TEACHER_CONFIG, config_file
@@ -82,9 +82,10 @@ def check_datasets(names: Sequence[str]) -> None:
     registered = DatasetCatalog.list()
     for name in names:
         if name not in registered:
+            ours = sorted(n for n in registered if n.startswith("quantmimic_"))
             raise QuantMimicInputError(
-                f"Dataset '{name}' is not registered: use one of {sorted(registered)} in "
-                "DATASETS.TRAIN / DATASETS.TEST, or register it before training."
+                f"Dataset '{name}' is not registered: use a registered one in DATASETS.TRAIN / DATASETS.TEST "
+                f"(built in: {', '.join(ours)}; detectron2's own, e.g. voc_2007_trainval) or register it first."
             )
         meta = MetadataCatalog.get(name)
         if meta.get("generated", False):
