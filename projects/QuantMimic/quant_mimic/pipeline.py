@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import statistics
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from pathlib import Path
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TRAIN_NET = Path(__file__).resolve().parents[1] / "train_net.py"
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+_ERROR_LINE = re.compile(r"(Error\b|error:|Traceback)")  # not the "-Werror" of torch's build settings
 
 # A smoke run: the 64-image data set and a handful of iterations per stage (tests, quick checks).
 SMOKE_OPTS = [
@@ -112,7 +114,7 @@ def run_stage(stage: Stage, output: Path, extra_opts: list[str], index: int, tot
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for line in proc.stdout:  # keep the whole log, show detectron2's progress lines (with ETA)
             f.write(line)
-            if "eta:" in line or "copypaste:" in line or "error" in line.lower():
+            if "eta:" in line or "copypaste:" in line or _ERROR_LINE.search(line):
                 print("    " + line.rstrip()[:160], flush=True)
     if proc.wait() != 0:
         raise SystemExit(f"Stage {stage.name} failed (exit {proc.returncode}); its log is {log}.")
