@@ -55,7 +55,8 @@ def test_smoke_main_job_writes_the_results_and_reuses_finished_stages(tmp_path, 
     results = json.loads((tmp_path / "results.json").read_text())
     assert [r["model"] for r in results["runs"]] == STAGES
     for row in results["runs"]:
-        assert 0.0 <= row["AP"] <= 100.0 and os.path.isfile(row["checkpoint"])
+        # 6 iterations may detect nothing: COCO then reports NaN, written as null
+        assert (row["AP"] is None or 0.0 <= row["AP"] <= 100.0) and os.path.isfile(row["checkpoint"])
     table = (tmp_path / "results.md").read_text()
     assert all(f"| {name} |" in table for name in STAGES)
     assert (tmp_path / "student_qm_seed0" / "student_final.pth").is_file()
