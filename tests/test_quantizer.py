@@ -14,7 +14,7 @@ from quant_mimic.modeling.quantizer import QuantizedReLU, Quantizer, quantize, q
         (0.5, 1.0, 0.0),     # <= s/2 -> 0
         (0.51, 1.0, 1.0),
         (1.49, 1.0, 1.0),
-        (1.5, 1.0, 2.0),     # ties go up
+        (1.5, 1.0, 1.0),     # half-way goes to the lower code
         (2.4, 1.0, 2.0),
         (1000.3, 1.0, 1000.0),  # no upper clip
         (0.3, 0.25, 0.25),

@@ -53,7 +53,7 @@ def _measure(kind: str, steps: int, warmup: int, batch: int, device: str, teache
             return
         losses = model(data)
         if mimic_loss is not None:
-            losses.update(mimic_loss(losses.pop(MIMIC_FEATURES_KEY)))
+            losses.update(mimic_loss.loss_and_matching_ratio(losses.pop(MIMIC_FEATURES_KEY))[0])
         optimizer.zero_grad()
         sum(losses.values()).backward()
         optimizer.step()

@@ -31,13 +31,12 @@ class MimicStepTrainer(SimpleTrainer):
 
         loss_dict = self.model(data)
         features = loss_dict.pop(MIMIC_FEATURES_KEY)
-        loss_dict.update(self.mimic_loss(features))
+        mimic_losses, matching_ratio = self.mimic_loss.loss_and_matching_ratio(features)
+        loss_dict.update(mimic_losses)
         losses = sum(loss_dict.values())
 
         self.optimizer.zero_grad()
         losses.backward()
         self._write_metrics(loss_dict, data_time)
-        get_event_storage().put_scalar(
-            "mimic/matching_ratio", self.mimic_loss.matching_ratio(features).mean().item()
-        )
+        get_event_storage().put_scalar("mimic/matching_ratio", matching_ratio.mean().item())
         self.optimizer.step()

@@ -69,24 +69,33 @@ class MimicLoss(nn.Module):
         """The two tensors the loss compares: optional ReLU, then Q on each side if switched on."""
         teacher, student = features.teacher.detach(), features.student
         if self.feature_relu:
-            teacher, student = torch.relu(teacher), torch.relu(student)
+            student = torch.relu(student)
+            if not self.quantize_teacher:  # Q already maps negatives to 0
+                teacher = torch.relu(teacher)
         if self.quantize_teacher:
             teacher = self.quantizer(teacher)
         if self.quantize_student:
             student = self.quantizer(student)
         return teacher, student
 
-    def forward(self, features: MimicFeatures) -> dict[str, torch.Tensor]:
+    def loss_and_matching_ratio(
+        self, features: MimicFeatures
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """``({"loss_mimic": scalar}, Tensor[N] matching ratio per RoI)``, from one pass over the features."""
         teacher, student = self.compared(features)
-        num_rois = max(teacher.shape[0], 1)
-        denom = 2 * num_rois
+        diff = teacher - student
+        denom = 2 * max(teacher.shape[0], 1)
         if self.normalize == "per_element":
             denom *= teacher[0].numel() if teacher.shape[0] else 1
-        return {"loss_mimic": self.weight * (teacher - student).pow(2).sum() / denom}
+        loss = self.weight * diff.pow(2).sum() / denom
+        with torch.no_grad():
+            ratio = (diff.abs() < self.match_threshold).flatten(1).float().mean(dim=1)
+        return {"loss_mimic": loss}, ratio
+
+    def forward(self, features: MimicFeatures) -> dict[str, torch.Tensor]:
+        return self.loss_and_matching_ratio(features)[0]
 
     @torch.no_grad()
     def matching_ratio(self, features: MimicFeatures) -> torch.Tensor:
         """Tensor[N]: per RoI, the share of elements with |f_t - f_s| < threshold (paper Fig. 5)."""
-        teacher, student = self.compared(features)
-        close = (teacher - student).abs() < self.match_threshold
-        return close.flatten(1).float().mean(dim=1)
+        return self.loss_and_matching_ratio(features)[1]

@@ -1,7 +1,7 @@
 """The feature-map quantizer Q of Quantization Mimic (paper Sec. 3.2) and the "quantized ReLU".
 
-Q maps a value to the nearest code of a code book with stride s; values <= s/2 (negatives included)
-map to 0 and there is no upper clip. The backward pass is straight-through (the full-precision
+Q maps a value to the nearest code of a code book with stride s (a value exactly half-way between two
+codes goes to the lower one); values <= s/2 (negatives included) map to 0 and there is no upper clip. The backward pass is straight-through (the full-precision
 gradient): the paper reports that a quantized gradient makes the student fail to converge.
 """
 
@@ -14,8 +14,8 @@ QUANTIZER_TYPES = ("uniform", "pow2")
 
 
 def _uniform_codes(x: torch.Tensor, stride: float) -> torch.Tensor:
-    # nearest code, ties upwards: floor(x / s + 1/2) * s; everything <= s/2 is 0
-    return torch.where(x > stride / 2, torch.floor(x / stride + 0.5) * stride, torch.zeros_like(x))
+    # nearest code; a value exactly half-way goes to the lower code, so everything <= s/2 is 0
+    return torch.ceil(x / stride - 0.5).clamp_(min=0) * stride
 
 
 def _pow2_codes(x: torch.Tensor, stride: float) -> torch.Tensor:
@@ -32,7 +32,10 @@ def quantize(x: torch.Tensor, stride: float = 1.0, kind: str = "uniform") -> tor
         raise ValueError(f"Unknown quantizer type {kind!r}: use one of {QUANTIZER_TYPES}.")
     if stride <= 0:
         raise ValueError(f"Quantizer stride must be positive, got {stride}.")
-    codes = _uniform_codes(x, stride) if kind == "uniform" else _pow2_codes(x, stride)
+    with torch.no_grad():
+        codes = _uniform_codes(x, stride) if kind == "uniform" else _pow2_codes(x, stride)
+    if not x.requires_grad:
+        return codes
     return x + (codes - x).detach()
 
 
