@@ -126,7 +126,7 @@ def run_stage(stage: Stage, output: Path, extra_opts: list[str], index: int, tot
 
 
 def _finite(x: float) -> float | None:
-    return round(x, 2) if math.isfinite(x) else None  # COCO gives NaN for a size with no objects
+    return round(x, 3) if math.isfinite(x) else None  # COCO gives NaN for a size with no objects
 
 
 def _cell(x: float | None) -> str:
