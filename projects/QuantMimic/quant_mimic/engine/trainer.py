@@ -14,7 +14,7 @@ from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, PascalVOCDete
 
 from ..compat import cpu_capable_ddp
 from ..errors import QuantMimicInputError
-from ..modeling.meta_arch import QuantMimicRCNN, load_teacher_config
+from ..modeling.meta_arch import QuantMimicRCNN
 from ..modeling.mimic_loss import MimicLoss
 from .export import StudentExportHook
 from .mimic_step import MimicStepTrainer
@@ -52,9 +52,7 @@ class Trainer(DefaultTrainer):
         load_teacher_weights(model.teacher.model, qm.TEACHER_WEIGHTS, qm.TEACHER_CONFIG)
         if qm.TEACHER_CHECK_IMAGES > 0 and cfg.DATASETS.TEST:
             dataset = cfg.DATASETS.TEST[0]
-            ap = quick_teacher_ap(
-                model.teacher.model, load_teacher_config(cfg), dataset, qm.TEACHER_CHECK_IMAGES
-            )
+            ap = quick_teacher_ap(model.teacher.model, model.teacher.cfg, dataset, qm.TEACHER_CHECK_IMAGES)
             logger.info(f"Teacher AP on the first {qm.TEACHER_CHECK_IMAGES} images of {dataset}: {ap:.1f}")
             if not ap >= qm.TEACHER_MIN_AP:
                 raise QuantMimicInputError(

@@ -62,9 +62,10 @@ class FrozenTeacher(nn.Module):
     """A GeneralizedRCNN whose parameters never get gradients and that stays in eval mode
     (BatchNorm statistics never change), whatever ``.train()`` is called with."""
 
-    def __init__(self, model: GeneralizedRCNN):
+    def __init__(self, model: GeneralizedRCNN, cfg: CfgNode | None = None):
         super().__init__()
         self.model = model
+        self.cfg = cfg  # the teacher's config, kept for its checks (not part of the state dict)
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.model.eval()
@@ -88,6 +89,7 @@ class QuantMimicRCNN(nn.Module):
         *,
         student: GeneralizedRCNN,
         teacher: GeneralizedRCNN,
+        teacher_cfg: CfgNode | None = None,
         in_features: list[str],
         pooler: ROIPooler,
         adapter: nn.Module,
@@ -104,7 +106,7 @@ class QuantMimicRCNN(nn.Module):
         """
         super().__init__()
         self.student = student
-        self.teacher = FrozenTeacher(teacher)
+        self.teacher = FrozenTeacher(teacher, teacher_cfg)
         self.in_features = in_features
         self.pooler = pooler
         self.adapter = adapter
@@ -149,6 +151,7 @@ class QuantMimicRCNN(nn.Module):
         return {
             "student": student,
             "teacher": teacher,
+            "teacher_cfg": teacher_cfg,
             "in_features": in_features,
             "pooler": pooler,
             "adapter": adapter,
