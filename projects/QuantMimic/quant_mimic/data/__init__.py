@@ -1,7 +1,9 @@
-"""QuantMimic data: the built-in "QuantMimic shapes" detection data set.
+"""QuantMimic data: the built-in "QuantMimic shapes" detection data set, WIDER FACE and checked Pascal VOC.
 
-Importing this package registers ``quantmimic_shapes_train`` / ``quantmimic_shapes_val`` under
-``$DETECTRON2_DATASETS`` (default ``datasets``); the files are generated on first use.
+Importing this package registers, under ``$DETECTRON2_DATASETS`` (default ``datasets``):
+``quantmimic_shapes_train`` / ``quantmimic_shapes_val`` (the files are generated on first use),
+``wider_face_train`` / ``wider_face_val`` and detectron2's ``voc_*`` names re-registered with a loader that
+checks every XML file. Registration reads nothing, so absent data sets are fine until they are used.
 """
 
 import os
@@ -22,6 +24,8 @@ from .shapes import (
     generate_shapes_dataset,
     render_image,
 )
+from .voc import load_voc_instances_checked, register_checked_voc
+from .wider_face import load_wider_face, parse_wider_face_gt, register_wider_face
 
 __all__ = [
     "MINI_SPEC",
@@ -35,7 +39,12 @@ __all__ = [
     "ensure_dataset_generated",
     "ensure_shapes_generated",
     "generate_shapes_dataset",
+    "load_voc_instances_checked",
+    "load_wider_face",
+    "parse_wider_face_gt",
+    "register_checked_voc",
     "register_shapes_datasets",
+    "register_wider_face",
     "render_image",
 ]
 
@@ -48,3 +57,5 @@ register_shapes_datasets(
     spec=MINI_SPEC,
     prefix="quantmimic_shapes_mini",
 )
+register_wider_face(default_datasets_root())
+register_checked_voc(default_datasets_root())

@@ -18,7 +18,7 @@ from ..config import add_quantmimic_config
 from ..errors import QuantMimicInputError
 
 # Metadata fields that name files or folders a registered data set reads.
-_DATASET_PATH_FIELDS = ("dirname", "image_root", "json_file")
+_DATASET_PATH_FIELDS = ("dirname", "image_root", "json_file", "annotation_file", "gt_dir")
 
 
 def build_config(config_file: str, opts: Sequence[str] = ()) -> CfgNode:

@@ -14,6 +14,7 @@ from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, PascalVOCDete
 
 from ..compat import cpu_capable_ddp
 from ..errors import QuantMimicInputError
+from ..evaluation import WiderFaceEvaluator
 from ..modeling.meta_arch import QuantMimicRCNN
 from ..modeling.mimic_loss import MimicLoss
 from .export import StudentExportHook
@@ -77,7 +78,9 @@ class Trainer(DefaultTrainer):
             return COCOEvaluator(dataset_name, tasks=("bbox",), output_dir=output_folder)
         if evaluator_type == "pascal_voc":
             return PascalVOCDetectionEvaluator(dataset_name)
+        if evaluator_type == "wider_face":
+            return WiderFaceEvaluator(dataset_name, output_dir=output_folder)
         raise QuantMimicInputError(
             f"Dataset '{dataset_name}' has evaluator_type {evaluator_type!r}, for which QuantMimic has no "
-            "evaluator: use a COCO-format or Pascal VOC data set in DATASETS.TEST."
+            "evaluator: use a COCO-format, Pascal VOC or WIDER FACE data set in DATASETS.TEST."
         )
