@@ -1,0 +1,103 @@
+"""Predict and draw: detectron2's ``DefaultPredictor`` and ``Visualizer`` for any QuantMimic config.
+
+A ``QuantMimicRCNN`` config runs its student (the model that is deployed), and its checkpoint may be a
+whole QuantMimicRCNN one (``student.*``, ``teacher.*``, ``adapter.*`` keys: the student's are taken), a
+student export (``student_final.pth``) or a plain detector checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import cv2
+import numpy as np
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode
+from detectron2.data import MetadataCatalog
+from detectron2.engine import DefaultPredictor
+from detectron2.utils.video_visualizer import VideoVisualizer
+from detectron2.utils.visualizer import ColorMode, VisImage, Visualizer
+
+from .analysis import deployed_config
+
+STUDENT_PREFIX = "student."
+
+
+class StudentCheckpointer(DetectionCheckpointer):
+    """A DetectionCheckpointer that loads a QuantMimicRCNN checkpoint's student into a plain detector
+    (keys ``student.*``, prefix removed; the teacher's and the adapter's are dropped). Other checkpoints
+    load as with DetectionCheckpointer."""
+
+    def _load_model(self, checkpoint: dict):
+        state = checkpoint.get("model", {})
+        if any(k.startswith(STUDENT_PREFIX) for k in state):
+            checkpoint["model"] = {
+                k[len(STUDENT_PREFIX) :]: v for k, v in state.items() if k.startswith(STUDENT_PREFIX)
+            }
+        return super()._load_model(checkpoint)
+
+
+class Predictor(DefaultPredictor):
+    """``DefaultPredictor`` (test-time resize, BGR/RGB, no_grad, one image in, ``{"instances"}`` out) for the
+    deployed model of ``cfg``, with MODEL.WEIGHTS loaded by :class:`StudentCheckpointer`."""
+
+    def __init__(self, cfg: CfgNode):
+        cfg = deployed_config(cfg).clone()
+        cfg.defrost()
+        weights, cfg.MODEL.WEIGHTS = cfg.MODEL.WEIGHTS, ""  # DefaultPredictor loads nothing ...
+        super().__init__(cfg)
+        StudentCheckpointer(self.model).load(weights)  # ... this loads a QM checkpoint's student too
+        self.cfg.MODEL.WEIGHTS = weights
+
+
+def _frames(video: cv2.VideoCapture) -> Iterator[np.ndarray]:
+    while video.isOpened():
+        ok, frame = video.read()
+        if not ok:
+            break
+        yield frame
+
+
+class VisualizationDemo:
+    """Run a detector on images or video frames and draw its detections.
+
+    The class names and colours come from the metadata of the config's DATASETS.TEST[0].
+    """
+
+    def __init__(self, cfg: CfgNode, instance_mode: ColorMode | None = None):
+        self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "__unused")
+        if instance_mode is None:  # the data set's class colours where it has them
+            instance_mode = ColorMode.SEGMENTATION if self.metadata.get("thing_colors") else ColorMode.IMAGE
+        self.instance_mode = instance_mode
+        self.cpu_device = torch.device("cpu")
+        self.predictor = Predictor(cfg)
+
+    def run_on_image(self, image: np.ndarray) -> tuple[dict, VisImage]:
+        """
+        Args:
+            image: uint8 array[H, W, 3], BGR (as ``cv2.imread`` or ``read_image(path, "BGR")`` give).
+
+        Returns:
+            predictions: the model's output for the image (``{"instances": Instances}``, input coordinates).
+            vis_image: the RGB image with the detections drawn (``.get_image()``: uint8 array[H, W, 3]).
+        """
+        predictions = self.predictor(image)
+        visualizer = Visualizer(image[:, :, ::-1], self.metadata, instance_mode=self.instance_mode)
+        vis_image = visualizer.draw_instance_predictions(predictions["instances"].to(self.cpu_device))
+        return predictions, vis_image
+
+    def run_on_video(self, video: cv2.VideoCapture) -> Iterator[np.ndarray]:
+        """Each frame of ``video`` with its detections drawn: uint8 array[H, W, 3], BGR (for VideoWriter /
+        imshow). Colours follow tracked instances across frames (detectron2's VideoVisualizer)."""
+        mode = self.instance_mode
+        if mode not in (ColorMode.IMAGE, ColorMode.IMAGE_BW):
+            mode = ColorMode.IMAGE  # the only modes VideoVisualizer draws
+        video_visualizer = VideoVisualizer(self.metadata, mode)
+        for frame in _frames(video):
+            predictions = self.predictor(frame)
+            rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            vis = video_visualizer.draw_instance_predictions(
+                rgb, predictions["instances"].to(self.cpu_device)
+            )
+            yield cv2.cvtColor(vis.get_image(), cv2.COLOR_RGB2BGR)
