@@ -27,6 +27,12 @@ def test_the_configs_users_type_exist():
         assert f"shapes/{family}.yaml" in ALL_CONFIGS and f"voc/{family}.yaml" in ALL_CONFIGS
 
 
+def width_divisor(cfg) -> int:
+    """The backbone's width divisor (VGG or ResNet)."""
+    vgg = "vgg" in cfg.MODEL.BACKBONE.NAME
+    return cfg.MODEL.VGG.WIDTH_DIVISOR if vgg else cfg.MODEL.RESNETS.WIDTH_DIVISOR
+
+
 @pytest.mark.parametrize("name", ALL_CONFIGS)
 def test_config_builds(name):
     cfg = build_config(str(CONFIGS / name))
@@ -35,7 +41,21 @@ def test_config_builds(name):
         assert os.path.isfile(cfg.MODEL.QUANT_MIMIC.TEACHER_CONFIG)
         teacher = load_teacher_config(cfg)
         assert teacher.MODEL.ROI_HEADS.NUM_CLASSES == cfg.MODEL.ROI_HEADS.NUM_CLASSES
-        assert teacher.MODEL.RESNETS.WIDTH_DIVISOR < cfg.MODEL.RESNETS.WIDTH_DIVISOR  # a bigger teacher
+        assert width_divisor(teacher) < width_divisor(cfg)  # a bigger teacher
     else:
         model = build_model(cfg)
         assert model.roi_heads.num_classes == cfg.MODEL.ROI_HEADS.NUM_CLASSES
+
+
+PAPER_CONFIGS = [name for name in ALL_CONFIGS if name.startswith(("wider_face/", "voc/"))]
+
+
+@pytest.mark.parametrize("name", PAPER_CONFIGS)
+def test_paper_config_builds_its_model_on_cpu(name):
+    cfg = build_config(str(CONFIGS / name))
+    cfg.MODEL.DEVICE = "cpu"
+    model = build_model(cfg)
+    heads = model.student.roi_heads if cfg.MODEL.META_ARCHITECTURE == "QuantMimicRCNN" else model.roi_heads
+    assert heads.num_classes == cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    if name.startswith("wider_face/"):
+        assert type(heads).__name__ == "RFCNROIHeads" and cfg.INPUT.FORMAT == "L"

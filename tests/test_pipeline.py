@@ -7,14 +7,15 @@ import os
 import subprocess
 import sys
 
+import cv2
 import pytest
 from conftest import REPO
 
 from quant_mimic.pipeline import chain, summarize
 
 STAGES = [
-    "teacher_R18_FPN",
-    "teacher_R18_FPN_quant",
+    "teacher_R18_2_FPN",
+    "teacher_R18_2_FPN_quant",
     "student_scratch_seed0",
     "student_mimic_seed0",
     "student_qm_seed0",
@@ -27,13 +28,42 @@ def run_pipeline(output, datasets_root) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
 
 
+def image_size_and_spread(path) -> tuple[tuple[int, int], float]:
+    image = cv2.imread(str(path))
+    assert image is not None, f"{path} is not an image"
+    return image.shape[:2], float(image.std())
+
+
+def check_report(report) -> None:
+    """Every file the report promises, with pictures of the right size that are not blank."""
+    zoo = json.loads((report / "model_zoo.json").read_text())
+    assert [r["model"] for r in zoo] == STAGES
+    for row in zoo:
+        assert row["params_M"] > 0 and row["gflops"] > 0 and row["latency_ms"] > 0
+        assert set(row["latency_parts_ms"]) >= {"backbone", "rpn", "roi_heads", "postprocess"}
+    teacher, student = zoo[0], zoo[2]
+    assert teacher["params_M"] > 20 * student["params_M"] and teacher["gflops"] > 10 * student["gflops"]
+    assert zoo[4]["checkpoint"].endswith("student_final.pth")  # QM rows point at the student export
+    table = (report / "model_zoo.md").read_text()
+    assert all(f"| {name} |" in table for name in STAGES)
+    # predictions: 4 images x (ground truth + 5 models), tiles of 1.5 x 192 px under a 28 px title
+    assert image_size_and_spread(report / "predictions.png")[0] == (4 * (288 + 28), 6 * 288)
+    assert image_size_and_spread(report / "curves.png")[0] == (420, 1500)
+    assert image_size_and_spread(report / "matching_ratio.png")[0] == (420, 700)
+    for name in ("predictions.png", "curves.png", "matching_ratio.png"):
+        assert image_size_and_spread(report / name)[1] > 5.0, f"{name} is blank"
+    index = (report / "index.md").read_text()
+    for name in ("predictions.png", "curves.png", "matching_ratio.png", "| student_qm_seed0 |"):
+        assert name in index
+
+
 def test_chain_order_and_teacher_wiring(tmp_path):
     stages = chain(tmp_path, seeds=[0, 1])
     assert [s.name for s in stages][:5] == STAGES
     assert len(stages) == 8
     qm = stages[4]
     assert qm.opts[qm.opts.index("MODEL.QUANT_MIMIC.TEACHER_WEIGHTS") + 1].endswith(
-        "teacher_R18_FPN_quant/model_final.pth"
+        "teacher_R18_2_FPN_quant/model_final.pth"
     )
     assert qm.opts[-2:] == ["SEED", "0"]
 
@@ -60,6 +90,7 @@ def test_smoke_main_job_writes_the_results_and_reuses_finished_stages(tmp_path, 
     table = (tmp_path / "results.md").read_text()
     assert all(f"| {name} |" in table for name in STAGES)
     assert (tmp_path / "student_qm_seed0" / "student_final.pth").is_file()
+    check_report(tmp_path / "report")
 
     again = run_pipeline(tmp_path, datasets_root)
     assert again.returncode == 0

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Run a trained QuantMimic detector on images, a video or a webcam, and draw its detections.
 
-    python projects/QuantMimic/demo.py --config-file projects/QuantMimic/configs/shapes/teacher_R18_FPN.yaml \\
-        --input 'images/*.png' --output vis/ --opts MODEL.WEIGHTS output/shapes/teacher_R18_FPN/model_final.pth
-    python projects/QuantMimic/demo.py --config-file output/shapes/qm_R18_16_FPN/student_config.yaml \\
+    python projects/QuantMimic/demo.py --config-file projects/QuantMimic/configs/shapes/teacher_R18_2_FPN.yaml \\
+        --input 'images/*.png' --output vis/ --opts MODEL.WEIGHTS output/shapes/teacher_R18_2_FPN/model_final.pth
+    python projects/QuantMimic/demo.py --config-file output/shapes/student_qm_seed0/student_config.yaml \\
         --video-input clip.mp4 --output vis/clip.mp4
     python projects/QuantMimic/demo.py --config-file ... --webcam --opts MODEL.WEIGHTS ...
 

@@ -1,7 +1,7 @@
 """QuantMimic: Quantization Mimic (Wei et al., ECCV 2018) as a Detectron2 project.
 
-Importing the package registers everything with detectron2: the tiny backbones, the QuantMimicRCNN
-meta-architecture and the built-in data set.
+Importing the package registers everything with detectron2: the tiny ResNet and VGG backbones, the
+R-FCN head, the QuantMimicRCNN meta-architecture and the built-in data set.
 """
 
 from . import data  # noqa: F401  (registers quantmimic_shapes_{train,val})
@@ -12,8 +12,11 @@ from .modeling import (
     QuantizedReLU,
     Quantizer,
     QuantMimicRCNN,
+    RFCNROIHeads,
     build_tiny_resnet_backbone,
     build_tiny_resnet_fpn_backbone,
+    build_vgg_backbone,
+    build_vgg_fpn_backbone,
     quantize,
 )
 
@@ -25,8 +28,11 @@ __all__ = [
     "QuantMimicRCNN",
     "QuantizedReLU",
     "Quantizer",
+    "RFCNROIHeads",
     "add_quantmimic_config",
     "build_tiny_resnet_backbone",
     "build_tiny_resnet_fpn_backbone",
+    "build_vgg_backbone",
+    "build_vgg_fpn_backbone",
     "quantize",
 ]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from detectron2.config import CfgNode as CN
 
 from .modeling.backbone.tiny_resnet import add_tiny_resnet_config
+from .modeling.backbone.vgg import add_vgg_config
+from .modeling.rfcn import add_rfcn_config
 
 
 def add_quantmimic_config(cfg: CN) -> None:
@@ -12,6 +14,13 @@ def add_quantmimic_config(cfg: CN) -> None:
     # MODEL.RESNETS.WIDTH_DIVISOR: every ResNet (and FPN) channel count is divided by it.
     # 1 = full width (the paper's teacher), 16 = ResNet18-1-16 (the paper's VOC student).
     add_tiny_resnet_config(cfg)
+    # MODEL.VGG.{WIDTH_DIVISOR, NORM, OUT_FEATURES}: the VGG-16 backbones (4 = VGG-1-4, the paper's
+    # WIDER FACE teacher; 32 = VGG-1-32, its student); see modeling/backbone/vgg.py.
+    add_vgg_config(cfg)
+    # MODEL.RFCN.{POOL_SIZE, CLS_AGNOSTIC_BBOX_REG, REDUCE_DIM, OHEM, OHEM_BATCH_SIZE_PER_IMAGE}: the
+    # R-FCN head (ROI_HEADS.NAME "RFCNROIHeads") of the paper's WIDER FACE detectors; see modeling/rfcn.py.
+    # Grayscale input (paper, WIDER FACE) needs no key: INPUT.FORMAT "L" with one-value PIXEL_MEAN/STD.
+    add_rfcn_config(cfg)
 
     # The quantizer inside a model ("quantized ReLU"): replaces the last activation of the feature
     # extractor. Used to fine-tune the quantized teacher (paper Sec. 3.2) and for the paper's

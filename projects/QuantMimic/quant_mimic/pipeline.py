@@ -1,10 +1,12 @@
 """The main job: teacher -> quantized teacher -> students (scratch, mimic, Quantization Mimic), evaluated.
 
-    python -m quant_mimic.pipeline [--output output/shapes] [--seeds 0 1 2] [--smoke]
+    python -m quant_mimic.pipeline [--output output/shapes] [--seeds 0 1 2] [--smoke] [--report-only]
 
 Every stage is an ordinary ``train_net.py`` run with its own OUTPUT_DIR. A finished stage (its
 metrics.json holds the final evaluation) is reused; an interrupted one continues with ``--resume``.
-At the end the results table is written as ``<output>/results.md`` and ``<output>/results.json``.
+At the end the results table is written as ``<output>/results.md`` and ``<output>/results.json``, and
+the report (model-zoo table with cost, pictures, index page; see ``quant_mimic.report``) into
+``<output>/report/``.
 """
 
 from __future__ import annotations
@@ -49,12 +51,14 @@ class Stage:
 
 def chain(output: Path, seeds: list[int]) -> list[Stage]:
     """The stages in order; students get one stage per seed, teachers are shared."""
-    teacher, teacher_q = output / "teacher_R18_FPN", output / "teacher_R18_FPN_quant"
+    teacher, teacher_q = output / "teacher_R18_2_FPN", output / "teacher_R18_2_FPN_quant"
     stages = [
-        Stage("teacher_R18_FPN", "shapes/teacher_R18_FPN.yaml", "full-precision teacher, ResNet-18 FPN"),
         Stage(
-            "teacher_R18_FPN_quant",
-            "shapes/teacher_R18_FPN_quant.yaml",
+            "teacher_R18_2_FPN", "shapes/teacher_R18_2_FPN.yaml", "full-precision teacher, ResNet18-1-2 FPN"
+        ),
+        Stage(
+            "teacher_R18_2_FPN_quant",
+            "shapes/teacher_R18_2_FPN_quant.yaml",
             "quantized teacher (fine-tuned with Q)",
             ["MODEL.WEIGHTS", str(teacher / "model_final.pth")],
         ),
@@ -176,23 +180,49 @@ def write_results(output: Path, stages: list[Stage], results: dict[str, dict]) -
     print("\n".join(lines))
 
 
+def write_stage_report(output: Path, stages: list[Stage], repeats: int) -> Path:
+    """The report of the finished chain: every model in the table and pictures; curves and the
+    matching ratio for the first seed's students."""
+    from .report import Run, write_report  # imports detectron2: not needed to list the chain
+
+    runs = [Run(s.name, s.description, s.config, output / s.name) for s in stages]
+    first_seed = [r for r in runs if "_seed" in r.name][:3]
+    mimic = [r for r in first_seed if r.is_mimic]
+    results = (output / "results.md").read_text()
+    return write_report(
+        output / "report", runs, first_seed, mimic, [("AP of every run, and over seeds", results)], repeats
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=Path("output/shapes"), help="one folder per stage")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="student seeds")
     parser.add_argument("--smoke", action="store_true", help="tiny data set, 6 iterations per stage")
+    parser.add_argument("--report-only", action="store_true", help="rebuild the report of finished stages")
     args = parser.parse_args(argv)
     output = args.output.resolve()
     stages = chain(output, args.seeds)
     extra = SMOKE_OPTS if args.smoke else []
     start = time.time()
-    results = {}
-    for i, stage in enumerate(stages, 1):
-        results[stage.name] = run_stage(stage, output, extra, i, len(stages))
-        elapsed = time.time() - start
-        print(f"    elapsed {elapsed / 60:.1f} min, {i}/{len(stages)} stages", flush=True)
-    write_results(output, stages, results)
-    print(f"Main job done in {(time.time() - start) / 60:.1f} min; results in {output / 'results.md'}")
+    if not args.report_only:
+        results = {}
+        for i, stage in enumerate(stages, 1):
+            results[stage.name] = run_stage(stage, output, extra, i, len(stages))
+            elapsed = time.time() - start
+            print(f"    elapsed {elapsed / 60:.1f} min, {i}/{len(stages)} stages", flush=True)
+        write_results(output, stages, results)
+    missing = [s.name for s in stages if read_final_metrics(output / s.name) is None]
+    if missing:
+        raise SystemExit(
+            f"No report: stages {missing} have not finished; run the main job without --report-only."
+        )
+    print("Writing the report (model-zoo table with GFLOPs and CPU latency, pictures) ...", flush=True)
+    index = write_stage_report(output, stages, repeats=3 if args.smoke else 20)
+    print(
+        f"Main job done in {(time.time() - start) / 60:.1f} min; results in {output / 'results.md'}, "
+        f"report in {index}"
+    )
 
 
 if __name__ == "__main__":

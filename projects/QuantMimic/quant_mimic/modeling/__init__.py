@@ -1,26 +1,38 @@
-"""QuantMimic models; importing this package registers its backbones and meta-architecture."""
+"""QuantMimic models; importing this package registers its backbones, R-FCN head and meta-architecture."""
 
 from .backbone import (
+    VGG,
     add_tiny_resnet_config,
+    add_vgg_config,
     build_tiny_resnet_backbone,
     build_tiny_resnet_fpn_backbone,
+    build_vgg_backbone,
+    build_vgg_fpn_backbone,
     scaled_channels,
     tiny_norm,
 )
 from .meta_arch import MIMIC_FEATURES_KEY, QuantMimicRCNN
 from .mimic_loss import MimicFeatures, MimicLoss
 from .quantizer import QuantizedReLU, Quantizer, quantize, quantize_outputs
+from .rfcn import PSRoIPredictor, RFCNROIHeads, add_rfcn_config
 
 __all__ = [
     "MIMIC_FEATURES_KEY",
     "MimicFeatures",
     "MimicLoss",
+    "PSRoIPredictor",
     "QuantMimicRCNN",
     "QuantizedReLU",
     "Quantizer",
+    "RFCNROIHeads",
+    "VGG",
+    "add_rfcn_config",
     "add_tiny_resnet_config",
+    "add_vgg_config",
     "build_tiny_resnet_backbone",
     "build_tiny_resnet_fpn_backbone",
+    "build_vgg_backbone",
+    "build_vgg_fpn_backbone",
     "quantize",
     "quantize_outputs",
     "scaled_channels",

@@ -1,7 +1,8 @@
 """``QuantMimicRCNN``: a student GeneralizedRCNN that mimics a frozen (quantized) teacher GeneralizedRCNN.
 
 In training it runs the student as detectron2 does, then pools the student's sampled proposals from the
-teacher's and the student's feature maps with the same ROIAlign settings, adapts the student's RoI
+teacher's and the student's feature maps with the same ROIAlign settings, at the student head's RoI size
+(7x7 for Faster R-CNN, k x k = 3x3 for R-FCN), adapts the student's RoI
 features to the teacher's channels with r(), and hands both to the trainer's step as ``MimicFeatures``
 (under ``MIMIC_FEATURES_KEY`` in the loss dict); the step computes the mimic loss. In inference it is
 the student alone and returns standard detectron2 outputs.
@@ -21,6 +22,8 @@ from ..errors import QuantMimicInputError
 from .mimic_loss import MimicFeatures
 
 MIMIC_FEATURES_KEY = "mimic_features"
+# ROI_HEADS.NAME of the R-FCN head, whose RoI size is MODEL.RFCN.POOL_SIZE.
+RFCN_HEAD_NAME = "RFCNROIHeads"
 
 
 def load_teacher_config(cfg: CfgNode) -> CfgNode:
@@ -48,6 +51,23 @@ def load_teacher_config(cfg: CfgNode) -> CfgNode:
             f"has {cfg.MODEL.ROI_HEADS.NUM_CLASSES}: use a teacher trained on the student's data set."
         )
     return teacher_cfg
+
+
+def mimic_pooler(cfg: CfgNode, strides: list[int]) -> ROIPooler:
+    """ROIAlign at the student head's RoI size: ``MODEL.RFCN.POOL_SIZE`` (k x k, paper: 3x3) for an
+    R-FCN head (``RFCNROIHeads``, pooled with ROIAlignV2 like its ps_roi_align), else
+    ``ROI_BOX_HEAD.POOLER_RESOLUTION`` (paper: 7x7) with ``ROI_BOX_HEAD.POOLER_TYPE``."""
+    box_head = cfg.MODEL.ROI_BOX_HEAD
+    if cfg.MODEL.ROI_HEADS.NAME == RFCN_HEAD_NAME:
+        output_size, pooler_type = cfg.MODEL.RFCN.POOL_SIZE, "ROIAlignV2"
+    else:
+        output_size, pooler_type = box_head.POOLER_RESOLUTION, box_head.POOLER_TYPE
+    return ROIPooler(
+        output_size=output_size,
+        scales=tuple(1.0 / s for s in strides),
+        sampling_ratio=box_head.POOLER_SAMPLING_RATIO,
+        pooler_type=pooler_type,
+    )
 
 
 def student_config(cfg: CfgNode) -> CfgNode:
@@ -131,13 +151,7 @@ class QuantMimicRCNN(nn.Module):
             raise QuantMimicInputError(
                 f"Mimicked feature maps {in_features} must have one channel count each."
             )
-        box_head = cfg.MODEL.ROI_BOX_HEAD
-        pooler = ROIPooler(
-            output_size=box_head.POOLER_RESOLUTION,
-            scales=tuple(1.0 / s_shape[f].stride for f in in_features),
-            sampling_ratio=box_head.POOLER_SAMPLING_RATIO,
-            pooler_type=box_head.POOLER_TYPE,
-        )
+        pooler = mimic_pooler(cfg, [s_shape[f].stride for f in in_features])
         kernel = cfg.MODEL.QUANT_MIMIC.ADAPT_KERNEL_SIZE
         if kernel not in (1, 3):
             raise QuantMimicInputError(f"MODEL.QUANT_MIMIC.ADAPT_KERNEL_SIZE is {kernel}: use 1 or 3.")

@@ -7,8 +7,13 @@ from .tiny_resnet import (
     scaled_channels,
     tiny_norm,
 )
+from .vgg import VGG, add_vgg_config, build_vgg_backbone, build_vgg_fpn_backbone
 
 __all__ = [
+    "VGG",
+    "add_vgg_config",
+    "build_vgg_backbone",
+    "build_vgg_fpn_backbone",
     "add_tiny_resnet_config",
     "build_tiny_resnet_backbone",
     "build_tiny_resnet_fpn_backbone",
