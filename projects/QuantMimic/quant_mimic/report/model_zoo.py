@@ -1,0 +1,80 @@
+"""The model-zoo table: accuracy, size, GFLOPs and CPU latency of every run, as Markdown and JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.modeling import build_model
+
+from ..analysis import model_cost
+from .runs import Run
+
+METRICS = ("AP", "AP50", "APs")
+
+
+def _finite(x: float | None) -> float | None:
+    return round(x, 2) if x is not None and math.isfinite(x) else None  # COCO gives NaN for an empty size
+
+
+def _cell(x: float | None, fmt: str = "{:.1f}") -> str:
+    return "-" if x is None else fmt.format(x)
+
+
+def measure(run: Run, repeats: int = 20, warmup: int = 5) -> dict:
+    """One table row: the final evaluation of ``run`` and the cost of its deployed detector (trained
+    weights, so the proposal and detection counts are the real ones) at the test size, on CPU."""
+    cfg = run.detector_config(device="cpu")
+    model = build_model(cfg)
+    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    size = cfg.INPUT.MIN_SIZE_TEST
+    with torch.no_grad():
+        cost = model_cost(cfg, size, size, repeats=repeats, warmup=warmup, model=model)
+    final = run.final_evaluation()
+    return {
+        "model": run.name,
+        "description": run.description,
+        **{k: _finite(final.get(f"bbox/{k}")) for k in METRICS},
+        "params_M": round(cost["params"] / 1e6, 4),
+        "gflops": round(cost["gflops"], 4),
+        "latency_ms": round(cost["latency_ms"]["total"], 2),
+        "latency_parts_ms": {k: round(v, 2) for k, v in cost["latency_ms"].items() if k != "total"},
+        "test_size": size,
+        "threads": cost["threads"],
+        "config": run.config,
+        "checkpoint": str(run.checkpoint),
+    }
+
+
+def model_zoo_table(runs: Sequence[Run], folder: Path, **kwargs) -> list[dict]:
+    """Measure every run and write ``model_zoo.md`` and ``model_zoo.json`` into ``folder``."""
+    rows = [measure(run, **kwargs) for run in runs]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model_zoo.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (folder / "model_zoo.md").write_text(format_table(rows))
+    return rows
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    """The Markdown table of ``model_zoo_table``'s rows."""
+    lines = [
+        "| model | AP | AP50 | APs | params (M) | GFLOPs | CPU latency (ms) | config | checkpoint |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        cells = [_cell(r[k]) for k in METRICS]
+        cells += [f"{r['params_M']:.3f}", f"{r['gflops']:.3f}", f"{r['latency_ms']:.1f}"]
+        lines.append(f"| {r['model']} | " + " | ".join(cells) + f" | {r['config']} | {r['checkpoint']} |")
+    if rows:
+        r = rows[0]
+        lines.append("")
+        lines.append(
+            f"GFLOPs (fvcore, one multiply-add = one flop) and latency for one {r['test_size']}x"
+            f"{r['test_size']} image; latency is the median of repeated CPU runs ({r['threads']} threads), "
+            "warm-up excluded, with the trained weights."
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,71 @@
+"""A finished training run as the report sees it: its folder, config and the checkpoint to load."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from detectron2.config import CfgNode, get_cfg
+
+from ..config import add_quantmimic_config
+from ..engine.export import STUDENT_CONFIG, STUDENT_WEIGHTS
+
+
+@dataclass
+class Run:
+    """One row of the report.
+
+    name: short label (e.g. ``student_qm_seed0``); description: one line for humans;
+    config: the project config that produced it (relative to ``configs/``); output_dir: its OUTPUT_DIR.
+    """
+
+    name: str
+    description: str
+    config: str
+    output_dir: Path
+
+    @property
+    def is_mimic(self) -> bool:
+        """A QuantMimicRCNN run (its student is exported on its own)."""
+        return (self.output_dir / STUDENT_CONFIG).is_file()
+
+    @property
+    def checkpoint(self) -> Path:
+        """What a user loads to detect: the student export for mimic runs, else model_final.pth."""
+        return self.output_dir / (STUDENT_WEIGHTS if self.is_mimic else "model_final.pth")
+
+    def metrics(self) -> list[dict]:
+        """Every row of the run's metrics.json (training rows and evaluations)."""
+        path = self.output_dir / "metrics.json"
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def final_evaluation(self) -> dict:
+        """The last ``bbox/*`` row of metrics.json (empty if there is none)."""
+        evaluations = [m for m in self.metrics() if "bbox/AP" in m]
+        return evaluations[-1] if evaluations else {}
+
+    def detector_config(self, device: str | None = None) -> CfgNode:
+        """The config of the detector a user runs (the student alone for mimic runs), weights set."""
+        name = STUDENT_CONFIG if self.is_mimic else "config.yaml"
+        cfg = load_config(self.output_dir / name, device)
+        cfg.MODEL.WEIGHTS = str(self.checkpoint)
+        cfg.freeze()
+        return cfg
+
+    def training_config(self, device: str | None = None) -> CfgNode:
+        """The full config the run trained with (OUTPUT_DIR/config.yaml)."""
+        return load_config(self.output_dir / "config.yaml", device)
+
+
+def load_config(path: Path, device: str | None = None) -> CfgNode:
+    """A config written by detectron2 (``config.yaml``) or by the student export, on ``device``
+    (default: cuda when available, else cpu)."""
+    cfg = get_cfg()
+    add_quantmimic_config(cfg)
+    cfg.merge_from_file(str(path))
+    cfg.MODEL.DEVICE = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return cfg
