@@ -26,7 +26,8 @@ def training_curves(runs: Sequence[Run], path: Path) -> Path:
         rows = run.metrics()
         train = [r for r in rows if "total_loss" in r]
         detection = [
-            {"iteration": r["iteration"], "detection": r["total_loss"] - r.get("loss_mimic", 0.0)} for r in train
+            {"iteration": r["iteration"], "detection": r["total_loss"] - r.get("loss_mimic", 0.0)}
+            for r in train
         ]
         axes[0].plot(*_series(detection, "detection"), label=run.name)
         if any("loss_mimic" in r for r in train):
@@ -39,7 +40,6 @@ def training_curves(runs: Sequence[Run], path: Path) -> Path:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-    axes[0].set_yscale("log")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

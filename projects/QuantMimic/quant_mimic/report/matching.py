@@ -62,7 +62,9 @@ def matching_histogram(runs: Sequence[Run], dataset: str, path: Path, **kwargs) 
         values = matching_ratios(run, dataset, **kwargs)
         means[run.name] = float(values.mean())
         weights = np.full(len(values), 1.0 / max(len(values), 1))
-        ax.hist(values, bins=bins, weights=weights, alpha=0.55, label=f"{run.name} (mean {values.mean():.2f})")
+        ax.hist(
+            values, bins=bins, weights=weights, alpha=0.55, label=f"{run.name} (mean {values.mean():.2f})"
+        )
     ax.set_xlabel("matching ratio of an RoI (share of elements with |f_t - f_s| < threshold)")
     ax.set_ylabel("share of RoIs")
     ax.set_title("Teacher vs student RoI features on val images (paper Fig. 5)")

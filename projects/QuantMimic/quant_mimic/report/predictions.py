@@ -40,7 +40,9 @@ def prediction_grid(
     metadata = MetadataCatalog.get(dataset)
     images = [read_image(d["file_name"], format="RGB") for d in dicts]
     columns = []
-    gt = [Visualizer(im, metadata, scale=scale).draw_dataset_dict(d).get_image() for im, d in zip(images, dicts)]
+    gt = [
+        Visualizer(im, metadata, scale=scale).draw_dataset_dict(d).get_image() for im, d in zip(images, dicts)
+    ]
     columns.append(("ground truth", gt))
     for run in runs:
         cfg = run.detector_config(device="cpu")
@@ -52,7 +54,9 @@ def prediction_grid(
         for image in images:
             model_input = image[:, :, ::-1] if cfg.INPUT.FORMAT == "BGR" else image
             instances = predictor(np.ascontiguousarray(model_input))["instances"].to("cpu")
-            drawn.append(Visualizer(image, metadata, scale=scale).draw_instance_predictions(instances).get_image())
+            drawn.append(
+                Visualizer(image, metadata, scale=scale).draw_instance_predictions(instances).get_image()
+            )
         columns.append((run.name, drawn))
     rows = []
     for i in range(len(images)):
