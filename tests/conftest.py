@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -54,3 +55,20 @@ def copypaste_results(stdout: str) -> dict[str, float]:
     rows = [line.split("copypaste: ")[1] for line in stdout.splitlines() if "copypaste: " in line]
     header = next(i for i, r in enumerate(rows) if r.startswith("AP,"))
     return dict(zip(rows[header].split(","), map(float, rows[header + 1].split(","))))
+
+
+@contextlib.contextmanager
+def registered_mini_shapes(root: Path, prefix: str):
+    """The mini built-in data set generated under ``root`` and registered as ``<prefix>_{train,val}``
+    for the duration of the block (in this process only)."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from quant_mimic.data import MINI_SPEC, register_shapes_datasets
+
+    names = register_shapes_datasets(root, MINI_SPEC, prefix=prefix)
+    try:
+        yield names
+    finally:
+        for name in names:
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONFIGS, MINI_OPTS, STUDENT_CONFIG, read_metrics, run_train_net
+from conftest import CONFIGS, MINI_OPTS, STUDENT_CONFIG, read_metrics, registered_mini_shapes, run_train_net
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
+from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.modeling import build_model
 
-from quant_mimic.data import MINI_SPEC, register_shapes_datasets
 from quant_mimic.engine import Trainer, build_config
 from quant_mimic.engine.export import export_student
 from quant_mimic.errors import QuantMimicInputError
@@ -24,11 +23,8 @@ TEST_DATA = ["DATASETS.TRAIN", "('qmtest_shapes_train',)", "DATASETS.TEST", "('q
 
 @pytest.fixture(scope="module", autouse=True)
 def test_datasets(tmp_path_factory):
-    names = register_shapes_datasets(tmp_path_factory.mktemp("data"), MINI_SPEC, prefix="qmtest_shapes")
-    yield
-    for name in names:
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
+    with registered_mini_shapes(tmp_path_factory.mktemp("data"), "qmtest_shapes"):
+        yield
 
 
 def write_teacher(folder, width_divisor=4, num_classes=5, quantized=True):

@@ -6,14 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONFIGS, MINI_OPTS, read_metrics, run_train_net
-from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
+from conftest import CONFIGS, MINI_OPTS, read_metrics, registered_mini_shapes, run_train_net
+from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from quant_mimic.data import MINI_SPEC, register_shapes_datasets
 from quant_mimic.engine import Trainer, build_config
 from quant_mimic.modeling import MIMIC_FEATURES_KEY, PSRoIPredictor, QuantMimicRCNN, RFCNROIHeads
 
@@ -29,11 +28,8 @@ TEST_DATA = ["DATASETS.TRAIN", "('rfcntest_shapes_train',)", "DATASETS.TEST", "(
 
 @pytest.fixture(scope="module", autouse=True)
 def test_datasets(tmp_path_factory):
-    names = register_shapes_datasets(tmp_path_factory.mktemp("data"), MINI_SPEC, prefix="rfcntest_shapes")
-    yield
-    for name in names:
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
+    with registered_mini_shapes(tmp_path_factory.mktemp("data"), "rfcntest_shapes"):
+        yield
 
 
 def student_cfg(*opts):

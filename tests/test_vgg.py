@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import CONFIGS
+from conftest import CONFIGS, registered_mini_shapes
 from detectron2.config import get_cfg
-from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
+from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling import build_backbone, build_model
 from detectron2.utils.events import EventStorage
 
 from quant_mimic.config import add_quantmimic_config
-from quant_mimic.data import MINI_SPEC, register_shapes_datasets
 from quant_mimic.engine import build_config
 from quant_mimic.modeling import VGG
 
@@ -138,11 +137,8 @@ def test_wider_face_configs_read_grayscale():
 
 @pytest.fixture(scope="module")
 def gray_data(tmp_path_factory):
-    names = register_shapes_datasets(tmp_path_factory.mktemp("gray"), MINI_SPEC, prefix="vggtest_shapes")
-    yield names
-    for name in names:
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
+    with registered_mini_shapes(tmp_path_factory.mktemp("gray"), "vggtest_shapes") as names:
+        yield names
 
 
 def test_grayscale_config_runs_end_to_end_from_dataset_mapper(gray_data):

@@ -184,17 +184,21 @@ def run_video(demo: VisualizationDemo, args: argparse.Namespace) -> None:
         for frame in tqdm.tqdm(demo.run_on_video(video), total=frames, disable=writer is None):
             if writer is not None:
                 writer.write(frame)
-            else:
-                cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_NORMAL)
-                cv2.imshow(WINDOW_NAME, frame)
-                if cv2.waitKey(1) == 27:
-                    break  # esc quits
+            elif not show(frame):
+                break
     finally:
         video.release()
         if writer is not None:
             writer.release()
         else:
             cv2.destroyAllWindows()
+
+
+def show(frame) -> bool:
+    """Show a BGR frame in the demo's window; False once the user pressed esc."""
+    cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_NORMAL)
+    cv2.imshow(WINDOW_NAME, frame)
+    return cv2.waitKey(1) != 27
 
 
 def run_webcam(demo: VisualizationDemo, args: argparse.Namespace) -> None:
@@ -205,10 +209,8 @@ def run_webcam(demo: VisualizationDemo, args: argparse.Namespace) -> None:
         raise QuantMimicInputError("--webcam: no camera could be opened (cv2.VideoCapture(0)).")
     try:
         for frame in demo.run_on_video(cam):
-            cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_NORMAL)
-            cv2.imshow(WINDOW_NAME, frame)
-            if cv2.waitKey(1) == 27:
-                break  # esc quits
+            if not show(frame):
+                break
     finally:
         cam.release()
         cv2.destroyAllWindows()

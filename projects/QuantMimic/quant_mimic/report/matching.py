@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -20,10 +19,8 @@ from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.modeling import build_model
 
 from ..modeling.mimic_loss import MimicFeatures, MimicLoss
+from .figure import plt, save_figure
 from .runs import Run
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 
 @torch.no_grad()
@@ -70,8 +67,5 @@ def matching_histogram(runs: Sequence[Run], dataset: str, path: Path, **kwargs) 
     ax.set_title("Teacher vs student RoI features on val images (paper Fig. 5)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
     return means

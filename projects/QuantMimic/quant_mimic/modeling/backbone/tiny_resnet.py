@@ -33,7 +33,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 from detectron2.config import CfgNode
 from detectron2.layers import CNNBlockBase, ShapeSpec, get_norm
 from detectron2.modeling.backbone import BACKBONE_REGISTRY
-from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool
+from detectron2.modeling.backbone.fpn import FPN
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, BottleneckBlock, ResNet
 from torch import nn
 
@@ -228,20 +228,6 @@ def build_tiny_resnet_fpn_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> FPN:
     Returns:
         FPN: a detectron2 FPN whose ``bottom_up`` is the tiny ResNet.
     """
-    bottom_up = tiny_resnet(cfg, input_shape)
-    in_features = list(cfg.MODEL.FPN.IN_FEATURES)
-    missing = [f for f in in_features if f not in bottom_up.output_shape()]
-    if not in_features or missing:
-        raise ValueError(
-            f"MODEL.FPN.IN_FEATURES={in_features} must be non-empty and within "
-            f"MODEL.RESNETS.OUT_FEATURES={list(cfg.MODEL.RESNETS.OUT_FEATURES)}"
-        )
-    fpn = FPN(
-        bottom_up=bottom_up,
-        in_features=in_features,
-        out_channels=scaled_channels(cfg.MODEL.FPN.OUT_CHANNELS, cfg.MODEL.RESNETS.WIDTH_DIVISOR),
-        norm=_norm_spec(cfg.MODEL.FPN.NORM),
-        top_block=LastLevelMaxPool(),
-        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
-    )
-    return maybe_quantize_outputs(cfg, fpn)
+    from .narrow_fpn import narrow_fpn  # narrow_fpn imports this module
+
+    return narrow_fpn(cfg, tiny_resnet(cfg, input_shape), "RESNETS", cfg.MODEL.RESNETS.WIDTH_DIVISOR)

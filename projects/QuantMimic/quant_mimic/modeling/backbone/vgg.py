@@ -24,7 +24,6 @@ outputs, as for the tiny ResNets.
 
 from __future__ import annotations
 
-import math
 from typing import Dict, List, Sequence
 
 import fvcore.nn.weight_init as weight_init
@@ -33,10 +32,11 @@ import torch.nn.functional as F
 from detectron2.config import CfgNode
 from detectron2.layers import Conv2d, FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling.backbone import BACKBONE_REGISTRY, Backbone
-from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool
+from detectron2.modeling.backbone.fpn import FPN
 
 from ..quantizer import maybe_quantize_outputs
-from .tiny_resnet import _norm_spec, scaled_channels, tiny_norm
+from .narrow_fpn import narrow_fpn
+from .tiny_resnet import scaled_channels, tiny_norm
 
 __all__ = [
     "VGG",
@@ -188,23 +188,4 @@ def build_vgg_fpn_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> FPN:
     """A detectron2 FPN (max-pool top level) on :func:`vgg`; ``MODEL.FPN.IN_FEATURES`` must be within
     ``MODEL.VGG.OUT_FEATURES``. Levels are named by stride: vgg3, vgg4, vgg5 give p2, p3, p4 and the
     pooled p5 (strides 4, 8, 16, 32), each ``max(1, MODEL.FPN.OUT_CHANNELS // WIDTH_DIVISOR)`` wide."""
-    bottom_up = vgg(cfg, input_shape)
-    in_features = list(cfg.MODEL.FPN.IN_FEATURES)
-    missing = [f for f in in_features if f not in bottom_up.output_shape()]
-    if not in_features or missing:
-        raise ValueError(
-            f"MODEL.FPN.IN_FEATURES={in_features} must be non-empty and within "
-            f"MODEL.VGG.OUT_FEATURES={list(cfg.MODEL.VGG.OUT_FEATURES)}"
-        )
-    top_block = LastLevelMaxPool()
-    top_stride = max(bottom_up.output_shape()[f].stride for f in in_features)
-    top_block.in_feature = f"p{int(math.log2(top_stride))}"  # detectron2's default "p5" is ResNet's
-    fpn = FPN(
-        bottom_up=bottom_up,
-        in_features=in_features,
-        out_channels=scaled_channels(cfg.MODEL.FPN.OUT_CHANNELS, cfg.MODEL.VGG.WIDTH_DIVISOR),
-        norm=_norm_spec(cfg.MODEL.FPN.NORM),
-        top_block=top_block,
-        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
-    )
-    return maybe_quantize_outputs(cfg, fpn)
+    return narrow_fpn(cfg, vgg(cfg, input_shape), "VGG", cfg.MODEL.VGG.WIDTH_DIVISOR)
