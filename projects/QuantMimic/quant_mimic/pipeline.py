@@ -91,12 +91,19 @@ def chain(output: Path, seeds: list[int]) -> list[Stage]:
     return stages
 
 
+def read_metrics(output_dir: Path) -> list[dict]:
+    """Every row of ``output_dir/metrics.json`` (training rows and evaluations; [] if there is none)."""
+    path = output_dir / "metrics.json"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def read_final_metrics(output_dir: Path) -> dict | None:
     """The last evaluation in ``output_dir/metrics.json`` (None if the run has not finished)."""
-    path = output_dir / "metrics.json"
-    if not (output_dir / "model_final.pth").exists() or not path.exists():
+    if not (output_dir / "model_final.pth").exists():
         return None
-    evaluations = [m for m in map(json.loads, path.read_text().splitlines()) if "bbox/AP" in m]
+    evaluations = [m for m in read_metrics(output_dir) if "bbox/AP" in m]
     return evaluations[-1] if evaluations else None
 
 
@@ -129,11 +136,14 @@ def run_stage(stage: Stage, output: Path, extra_opts: list[str], index: int, tot
     return metrics
 
 
-def _finite(x: float) -> float | None:
-    return round(x, 3) if math.isfinite(x) else None  # COCO gives NaN for a size with no objects
+def finite_metric(x: float | None) -> float | None:
+    """``x`` rounded to 3 decimals, or None for a missing or NaN value (COCO gives NaN for an object
+    size the data set does not have)."""
+    return round(x, 3) if x is not None and math.isfinite(x) else None
 
 
-def _cell(x: float | None) -> str:
+def table_cell(x: float | None) -> str:
+    """A metric as a Markdown table cell: one decimal, "-" for None."""
     return "-" if x is None else f"{x:.1f}"
 
 
@@ -161,12 +171,14 @@ def write_results(output: Path, stages: list[Stage], results: dict[str, dict]) -
         m = results[stage.name]
         rows.append({"model": stage.name, "description": stage.description, "config": stage.config,
                      "checkpoint": str(output / stage.name / "model_final.pth"),
-                     **{k: _finite(m[f"bbox/{k}"]) for k in METRICS}})  # fmt: skip
+                     **{k: finite_metric(m[f"bbox/{k}"]) for k in METRICS}})  # fmt: skip
     summary = summarize(rows)
     (output / "results.json").write_text(json.dumps({"runs": rows, "over_seeds": summary}, indent=2) + "\n")
     lines = ["| model | " + " | ".join(METRICS) + " | config |", "|---" * (len(METRICS) + 2) + "|"]
     for r in rows:
-        lines.append(f"| {r['model']} | " + " | ".join(_cell(r[k]) for k in METRICS) + f" | {r['config']} |")
+        lines.append(
+            f"| {r['model']} | " + " | ".join(table_cell(r[k]) for k in METRICS) + f" | {r['config']} |"
+        )
     if summary:
         lines += [
             "",
@@ -174,7 +186,7 @@ def write_results(output: Path, stages: list[Stage], results: dict[str, dict]) -
             "|---|---|---|---|---|---|",
         ]
         for e in summary:
-            cells = [_cell(e[k]) for k in ("AP_mean", "AP_std", "AP50_mean", "AP50_std")]
+            cells = [table_cell(e[k]) for k in ("AP_mean", "AP_std", "AP50_mean", "AP50_std")]
             lines.append(f"| {e['model']} | {e['seeds']} | " + " | ".join(cells) + " |")
     (output / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -16,6 +16,7 @@ import torch
 from detectron2.config import CfgNode, configurable, get_cfg
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.modeling.poolers import ROIPooler
+from detectron2.structures import Boxes
 from torch import nn
 
 from ..errors import QuantMimicInputError
@@ -188,13 +189,20 @@ class QuantMimicRCNN(nn.Module):
         proposals, proposal_losses = student.proposal_generator(images, features, gt_instances)
         sampled, detector_losses = student.roi_heads(images, features, proposals, gt_instances)
         boxes = [p.proposal_boxes[: self.num_rois_per_image] for p in sampled]
+        losses = {**detector_losses, **proposal_losses}
+        losses[MIMIC_FEATURES_KEY] = self.mimic_features(batched_inputs, features, boxes)
+        return losses
 
+    def mimic_features(
+        self, batched_inputs: list[dict], student_features: dict[str, torch.Tensor], boxes: list[Boxes]
+    ) -> MimicFeatures:
+        """The RoI features the mimic loss compares: ``boxes`` (one Boxes per image, input-image
+        coordinates) pooled from the teacher's feature maps (computed here, no gradient) and from
+        ``student_features``, the student's adapted by r(). Both Tensor[sum(len(b)), C_teacher, R, R]."""
         teacher_features = self.teacher.features(batched_inputs)
         teacher_rois = self.pooler([teacher_features[f] for f in self.in_features], boxes)
-        student_rois = self.pooler([features[f] for f in self.in_features], boxes)
-        losses = {**detector_losses, **proposal_losses}
-        losses[MIMIC_FEATURES_KEY] = MimicFeatures(teacher=teacher_rois, student=self.adapter(student_rois))
-        return losses
+        student_rois = self.pooler([student_features[f] for f in self.in_features], boxes)
+        return MimicFeatures(teacher=teacher_rois, student=self.adapter(student_rois))
 
     def student_state_dict(self) -> dict[str, torch.Tensor]:
         """The student's weights alone, loadable into a plain GeneralizedRCNN."""

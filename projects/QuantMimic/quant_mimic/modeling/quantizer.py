@@ -1,8 +1,9 @@
 """The feature-map quantizer Q of Quantization Mimic (paper Sec. 3.2) and the "quantized ReLU".
 
 Q maps a value to the nearest code of a code book with stride s (a value exactly half-way between two
-codes goes to the lower one); values <= s/2 (negatives included) map to 0 and there is no upper clip. The backward pass is straight-through (the full-precision
-gradient): the paper reports that a quantized gradient makes the student fail to converge.
+codes goes to the lower one); values <= s/2 (negatives included) map to 0 and there is no upper clip.
+The backward pass is straight-through (the full-precision gradient): the paper reports that a quantized
+gradient makes the student fail to converge.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.modeling import build_model
 
-from ..modeling.mimic_loss import MimicFeatures, MimicLoss
+from ..modeling.mimic_loss import MimicLoss
 from .figure import plt, save_figure
 from .runs import Run
 
@@ -42,10 +42,7 @@ def matching_ratios(run: Run, dataset: str, num_images: int = 32, rois_per_image
         features = student.backbone(images.tensor)
         proposals, _ = student.proposal_generator(images, features, None)
         boxes = [p.proposal_boxes[:rois_per_image] for p in proposals]
-        teacher_features = model.teacher.features(inputs)
-        pooled_t = model.pooler([teacher_features[f] for f in model.in_features], boxes)
-        pooled_s = model.pooler([features[f] for f in model.in_features], boxes)
-        ratios.append(loss.matching_ratio(MimicFeatures(teacher=pooled_t, student=model.adapter(pooled_s))))
+        ratios.append(loss.matching_ratio(model.mimic_features(inputs, features, boxes)))
     return torch.cat(ratios).numpy()
 
 

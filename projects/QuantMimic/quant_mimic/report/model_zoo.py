@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,17 +11,10 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
 from ..analysis import model_cost
+from ..pipeline import finite_metric, table_cell
 from .runs import Run
 
 METRICS = ("AP", "AP50", "APs")
-
-
-def _finite(x: float | None) -> float | None:
-    return round(x, 2) if x is not None and math.isfinite(x) else None  # COCO gives NaN for an empty size
-
-
-def _cell(x: float | None, fmt: str = "{:.1f}") -> str:
-    return "-" if x is None else fmt.format(x)
 
 
 def measure(run: Run, repeats: int = 20, warmup: int = 5) -> dict:
@@ -38,7 +30,7 @@ def measure(run: Run, repeats: int = 20, warmup: int = 5) -> dict:
     return {
         "model": run.name,
         "description": run.description,
-        **{k: _finite(final.get(f"bbox/{k}")) for k in METRICS},
+        **{k: finite_metric(final.get(f"bbox/{k}")) for k in METRICS},
         "params_M": round(cost["params"] / 1e6, 4),
         "gflops": round(cost["gflops"], 4),
         "latency_ms": round(cost["latency_ms"]["total"], 2),
@@ -66,7 +58,7 @@ def format_table(rows: Sequence[dict]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        cells = [_cell(r[k]) for k in METRICS]
+        cells = [table_cell(r[k]) for k in METRICS]
         cells += [f"{r['params_M']:.3f}", f"{r['gflops']:.3f}", f"{r['latency_ms']:.1f}"]
         lines.append(f"| {r['model']} | " + " | ".join(cells) + f" | {r['config']} | {r['checkpoint']} |")
     if rows:

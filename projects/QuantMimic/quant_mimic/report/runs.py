@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from detectron2.config import CfgNode, get_cfg
+from detectron2.config import CfgNode
 
-from ..config import add_quantmimic_config
 from ..engine.export import STUDENT_CONFIG, STUDENT_WEIGHTS
+from ..engine.setup import build_config
+from ..pipeline import read_final_metrics, read_metrics
 
 
 @dataclass
@@ -38,15 +37,11 @@ class Run:
 
     def metrics(self) -> list[dict]:
         """Every row of the run's metrics.json (training rows and evaluations)."""
-        path = self.output_dir / "metrics.json"
-        if not path.is_file():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return read_metrics(self.output_dir)
 
     def final_evaluation(self) -> dict:
-        """The last ``bbox/*`` row of metrics.json (empty if there is none)."""
-        evaluations = [m for m in self.metrics() if "bbox/AP" in m]
-        return evaluations[-1] if evaluations else {}
+        """The last ``bbox/*`` row of metrics.json (empty if the run has not finished)."""
+        return read_final_metrics(self.output_dir) or {}
 
     def detector_config(self, device: str | None = None) -> CfgNode:
         """The config of the detector a user runs (the student alone for mimic runs), weights set."""
@@ -63,9 +58,5 @@ class Run:
 
 def load_config(path: Path, device: str | None = None) -> CfgNode:
     """A config written by detectron2 (``config.yaml``) or by the student export, on ``device``
-    (default: cuda when available, else cpu)."""
-    cfg = get_cfg()
-    add_quantmimic_config(cfg)
-    cfg.merge_from_file(str(path))
-    cfg.MODEL.DEVICE = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return cfg
+    (default: the config's own, with ``build_config``'s fallback to the CPU when there is no CUDA)."""
+    return build_config(str(path), ["MODEL.DEVICE", device] if device else [])
