@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from detectron2.config import CfgNode, configurable
 from detectron2.layers import ShapeSpec, cat
-from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, ROIHeads
 from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
 from detectron2.structures import Boxes, ImageList, Instances
@@ -59,8 +58,8 @@ class PSRoIPredictor(FastRCNNOutputLayers):
     ``forward(feature Tensor[B, C_in, H, W], boxes list[Boxes]) -> (scores Tensor[N, K+1],
     deltas Tensor[N, 4] or Tensor[N, 4K])``, N = total boxes: the same predictions as
     :class:`FastRCNNOutputLayers`, whose ``losses``, ``inference``, ``predict_boxes`` and
-    ``predict_probs`` are used unchanged. Its two fc layers are not built; the 1x1 convs
-    ``cls_score`` (C_in -> k*k*(K+1)) and ``bbox_pred`` (C_in -> k*k*4 or k*k*4K) replace them.
+    ``predict_probs`` are used unchanged. Its two fc layers are replaced by the 1x1 convs
+    ``cls_score`` (C_in -> k*k*(K+1)) and ``bbox_pred`` (C_in -> k*k*4 or k*k*4K).
     """
 
     @configurable
@@ -68,18 +67,10 @@ class PSRoIPredictor(FastRCNNOutputLayers):
         self,
         input_shape: ShapeSpec,
         *,
-        box2box_transform: Box2BoxTransform,
-        num_classes: int,
         pool_size: int = 3,
         reduce_dim: int = 0,
         sampling_ratio: int = 0,
-        cls_agnostic_bbox_reg: bool = True,
-        test_score_thresh: float = 0.0,
-        test_nms_thresh: float = 0.5,
-        test_topk_per_image: int = 100,
-        smooth_l1_beta: float = 0.0,
-        box_reg_loss_type: str = "smooth_l1",
-        loss_weight: float | Dict[str, float] = 1.0,
+        **kwargs,
     ):
         """
         Args:
@@ -87,42 +78,30 @@ class PSRoIPredictor(FastRCNNOutputLayers):
             pool_size: k, bins per RoI side.
             reduce_dim: channels of an optional 1x1 conv + ReLU before the score maps (0 = none).
             sampling_ratio: ps_roi_align sampling points per bin side (0 = adaptive).
-            Others: as :class:`FastRCNNOutputLayers`.
+            kwargs: :class:`FastRCNNOutputLayers`' own arguments (classes, class-agnostic regression,
+                box transform, losses, test settings), whichever the installed detectron2 has.
         """
-        nn.Module.__init__(self)  # FastRCNNOutputLayers.__init__ would build fc layers that are not used
         if pool_size < 1:
             raise ValueError(f"MODEL.RFCN.POOL_SIZE must be >= 1, got {pool_size}")
         if not input_shape.stride:
             raise ValueError("The R-FCN input feature needs a stride")
-        self.num_classes = num_classes
+        channels = reduce_dim if reduce_dim > 0 else input_shape.channels
+        # Sets every attribute losses() and inference() read; its fc layers are replaced below.
+        super().__init__(ShapeSpec(channels=channels), **kwargs)
         self.pool_size = pool_size
         self.spatial_scale = 1.0 / input_shape.stride
         self.sampling_ratio = sampling_ratio
-        channels = input_shape.channels
         self.reduce: nn.Module | None = None
         if reduce_dim > 0:
-            self.reduce = nn.Conv2d(channels, reduce_dim, kernel_size=1)
+            self.reduce = nn.Conv2d(input_shape.channels, reduce_dim, kernel_size=1)
             nn.init.kaiming_normal_(self.reduce.weight, mode="fan_out", nonlinearity="relu")
             nn.init.constant_(self.reduce.bias, 0)
-            channels = reduce_dim
-        box_dim = len(box2box_transform.weights)
         bins = pool_size * pool_size
-        num_bbox_reg_classes = 1 if cls_agnostic_bbox_reg else num_classes
-        self.cls_score = nn.Conv2d(channels, bins * (num_classes + 1), kernel_size=1)
-        self.bbox_pred = nn.Conv2d(channels, bins * num_bbox_reg_classes * box_dim, kernel_size=1)
+        self.cls_score = nn.Conv2d(channels, bins * self.cls_score.out_features, kernel_size=1)
+        self.bbox_pred = nn.Conv2d(channels, bins * self.bbox_pred.out_features, kernel_size=1)
         for layer, std in ((self.cls_score, CLS_INIT_STD), (self.bbox_pred, BOX_INIT_STD)):
             nn.init.normal_(layer.weight, std=std)
             nn.init.constant_(layer.bias, 0)
-
-        self.box2box_transform = box2box_transform
-        self.smooth_l1_beta = smooth_l1_beta
-        self.test_score_thresh = test_score_thresh
-        self.test_nms_thresh = test_nms_thresh
-        self.test_topk_per_image = test_topk_per_image
-        self.box_reg_loss_type = box_reg_loss_type
-        if isinstance(loss_weight, float):
-            loss_weight = {"loss_cls": loss_weight, "loss_box_reg": loss_weight}
-        self.loss_weight = loss_weight
 
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: ShapeSpec) -> dict:
