@@ -8,7 +8,7 @@ setup:
 
 # The main job: teacher -> quantized teacher -> students (scratch / mimic / QM) on the built-in data set.
 main: setup
-	$(PY) -m quant_mimic.pipeline $(ARGS)
+	$(PY) -m quant_mimic_tools.pipeline $(ARGS)
 
 # Lint, then the whole test suite (CPU).
 test: setup lint

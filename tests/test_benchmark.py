@@ -1,4 +1,4 @@
-"""python -m quant_mimic.benchmark with the smallest settings: it runs, and prints its ratios."""
+"""python -m quant_mimic_tools.benchmark with the smallest settings: it runs, and prints its ratios."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from quant_mimic.analysis import PARTS
 def benchmark(datasets_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("benchmark") / "cost.json"
     env = dict(os.environ, DETECTRON2_DATASETS=str(datasets_root), PYTHONWARNINGS="ignore")
-    cmd = [sys.executable, "-m", "quant_mimic.benchmark", "--steps", "1", "--warmup", "0", "--batch", "1",
-           "--threads", "1", "--repeats", "2", "--sizes", "128", "--json", str(out)]  # fmt: skip
+    cmd = [sys.executable, "-m", "quant_mimic_tools.benchmark", "--steps", "1", "--warmup", "0",
+           "--batch", "1", "--threads", "1", "--repeats", "2", "--sizes", "128", "--json", str(out)]  # fmt: skip
     run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     with open(out) as f:

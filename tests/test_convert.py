@@ -1,4 +1,4 @@
-"""quant_mimic.convert: torchvision ImageNet checkpoints -> this project's backbones, via DetectionCheckpointer."""
+"""quant_mimic_tools.convert: torchvision ImageNet checkpoints -> this project's backbones, via DetectionCheckpointer."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from conftest import CONFIGS
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
-from quant_mimic.convert import check_target_config, convert, main, vgg16_feature_names
 from quant_mimic.engine import build_config
 from quant_mimic.errors import QuantMimicInputError
+from quant_mimic_tools.convert import check_target_config, convert, main, vgg16_feature_names
 
 R18_FPN = CONFIGS / "shapes" / "teacher_R18_FPN.yaml"  # full-width ResNet-18, BN, FPN: backbone.bottom_up.*
 VGG_RFCN = CONFIGS / "shapes" / "teacher_VGG4_RFCN.yaml"  # single map: backbone.*

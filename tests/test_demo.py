@@ -167,3 +167,36 @@ def test_a_quant_mimic_config_runs_its_student_from_a_qm_checkpoint(student, tmp
     assert all(torch.equal(loaded[k], v) for k, v in student.model.state_dict().items())
     image = cv2.imread(str(student.images[0]))
     assert "instances" in predictor(image)
+
+
+def test_the_deployed_and_the_eager_model_draw_the_same_picture(student, tmp_path):
+    """The default (deployed on the fly), --eager (detectron2's model) and --deployed DIR agree."""
+    from quant_mimic.deploy import export_deployed
+
+    common = ["--input", str(student.images[0]), "--confidence-threshold", "0.2"]
+    weights = ["--opts", "MODEL.WEIGHTS", str(student.weights), *CPU]
+    pictures = {}
+    for name, args in {
+        "default": ["--config-file", str(STUDENT_CONFIG), *common, *weights],
+        "eager": ["--config-file", str(STUDENT_CONFIG), "--eager", *common, *weights],
+    }.items():
+        np.random.seed(0)  # the Visualizer jitters its colours with numpy's global generator
+        demo.main(
+            [
+                *args[: args.index("--opts")],
+                "--output",
+                str(tmp_path / f"{name}.png"),
+                *args[args.index("--opts") :],
+            ]
+        )
+        pictures[name] = cv2.imread(str(tmp_path / f"{name}.png"))
+    cfg = build_config(str(STUDENT_CONFIG), [*CPU, "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.2"])
+    folder = export_deployed(cfg, student.model.eval(), tmp_path / "deployed")
+    np.random.seed(0)
+    demo.main(["--deployed", str(folder), *common, "--output", str(tmp_path / "folder.png")])
+    pictures["folder"] = cv2.imread(str(tmp_path / "folder.png"))
+    original = cv2.imread(str(student.images[0]))
+    assert (np.abs(pictures["eager"].astype(int) - original.astype(int)).sum(axis=2) > 30).mean() > 0.01
+    for name in ("default", "folder"):
+        differ = (np.abs(pictures[name].astype(int) - pictures["eager"].astype(int)).sum(axis=2) > 30).mean()
+        assert differ < 0.002, f"{name}: {differ:.4f} of the pixels differ from the eager picture"

@@ -1,12 +1,16 @@
-"""detectron2 imports, and a build without compiled ops says clearly what is missing."""
+"""detectron2 imports, and a build without compiled ops says clearly what is missing; the set-up picks
+its Python; the library never imports the commands."""
 
+import ast
 import importlib
+import shutil
 import subprocess
 import sys
 
 import pytest
+from conftest import PROJECT, REPO
 
-from quant_mimic.collect_env import collect_env_info, detectron2_source, missing_compiled_ops
+from quant_mimic_tools.collect_env import collect_env_info, detectron2_source, missing_compiled_ops
 
 
 def test_detectron2_and_project_import():
@@ -55,9 +59,87 @@ def test_collect_env_reports_versions_and_missing_ops():
     import torch
 
     out = subprocess.run(
-        [sys.executable, "-m", "quant_mimic.collect_env"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "quant_mimic_tools.collect_env"], capture_output=True, text=True, check=True
     ).stdout
     assert f"torch         {torch.__version__}" in out
     assert "detectron2    0." in out
     assert "missing ops" in out
     assert collect_env_info(short=True).count("\n") == 4
+
+
+SETUP_ENV = REPO / "tools" / "setup_env.sh"
+
+
+def fake_pythons(folder, working=(), broken=()):
+    """Executables named python3.X in ``folder``: working ones exit 0 (as ``python -c "import venv"``
+    does), broken ones exit 127 (as a pyenv shim of a version that is not selected)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for names, code in ((working, 0), (broken, 127)):
+        for name in names:
+            exe = folder / name
+            exe.write_text(f"#!/bin/sh\nexit {code}\n")
+            exe.chmod(0o755)
+    return folder
+
+
+def print_python(path, python=None) -> subprocess.CompletedProcess:
+    """``bash tools/setup_env.sh --print-python`` with PATH = ``path`` only (no system Python)."""
+    env = {"PATH": str(path)}
+    if python is not None:
+        env["PYTHON"] = str(python)
+    return subprocess.run(
+        [shutil.which("bash"), str(SETUP_ENV), "--print-python"], env=env, capture_output=True, text=True
+    )
+
+
+def test_setup_picks_the_newest_python_on_path(tmp_path):
+    bin_dir = fake_pythons(tmp_path / "bin", working=["python3.10", "python3.12", "python3.9", "python3"])
+    out = print_python(bin_dir)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(bin_dir / "python3.12")
+
+
+def test_setup_skips_a_python_that_does_not_run(tmp_path):
+    bin_dir = fake_pythons(tmp_path / "bin", working=["python3.11"], broken=["python3.13"])
+    out = print_python(bin_dir)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(bin_dir / "python3.11")
+
+
+def test_setup_takes_PYTHON_when_set(tmp_path):
+    bin_dir = fake_pythons(tmp_path / "bin", working=["python3.13", "python3.12"])
+    mine = fake_pythons(tmp_path / "mine", working=["python3.10"]) / "python3.10"
+    out = print_python(bin_dir, python=mine)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(mine)
+
+    out = print_python(bin_dir, python=tmp_path / "missing" / "python3")
+    assert out.returncode == 2
+    assert "PYTHON=" in out.stderr and "point it at a Python 3.10 to 3.13" in out.stderr
+
+
+def test_setup_without_a_supported_python_names_what_to_install(tmp_path):
+    bin_dir = fake_pythons(tmp_path / "bin", working=["python3.9", "python3"], broken=["python3.12"])
+    out = print_python(bin_dir)
+    assert out.returncode == 2
+    assert out.stdout == ""
+    assert "no working Python 3.10 to 3.13 on PATH: install one" in out.stderr
+    assert out.stderr.count("\n") == 1  # one sentence
+
+
+def imported_modules(path) -> set[str]:
+    """The top-level names of every import in a source file, lazy ones included."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_the_library_never_imports_the_commands():
+    library = sorted((PROJECT / "quant_mimic").rglob("*.py"))
+    assert library
+    offenders = [str(p.relative_to(PROJECT)) for p in library if "quant_mimic_tools" in imported_modules(p)]
+    assert offenders == [], f"quant_mimic must not import quant_mimic_tools: {offenders}"

@@ -11,7 +11,7 @@ import cv2
 import pytest
 from conftest import REPO
 
-from quant_mimic.pipeline import chain, summarize
+from quant_mimic_tools.pipeline import chain, summarize
 
 STAGES = [
     "teacher_R18_2_FPN",
@@ -24,7 +24,7 @@ STAGES = [
 
 def run_pipeline(output, datasets_root) -> subprocess.CompletedProcess:
     env = dict(os.environ, DETECTRON2_DATASETS=str(datasets_root), PYTHONWARNINGS="ignore")
-    cmd = [sys.executable, "-m", "quant_mimic.pipeline", "--smoke", "--output", str(output)]
+    cmd = [sys.executable, "-m", "quant_mimic_tools.pipeline", "--smoke", "--output", str(output)]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
 
 

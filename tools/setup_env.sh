@@ -7,10 +7,52 @@
 #   2. upstream GitHub at a pinned commit, when github.com answers within a few seconds (compiled ops),
 #   3. PyPI's pb1-detectron2==0.6 sdist, checked by sha256, built as a pure-Python wheel with named
 #      fixes (tools/build_detectron2.py). Only the compiled-only ops are missing there.
+#
+# The Python that creates .venv: $PYTHON if set, else the newest of python3.13 ... python3.10 on PATH.
+# `bash tools/setup_env.sh --print-python` prints that choice and exits, before anything else.
 set -euo pipefail
+
+SUPPORTED_PYTHONS="python3.13 python3.12 python3.11 python3.10"  # newest first
+
+runs_python() {  # $1 starts and has venv (a pyenv shim of a version that is not selected does not)
+    "$1" -c "import venv" >/dev/null 2>&1
+}
+
+choose_python() {  # prints the interpreter's path; needs no other command (tests run it with a bare PATH)
+    local path name
+    if [ -n "${PYTHON:-}" ]; then
+        if path=$(command -v "$PYTHON") && runs_python "$path"; then
+            echo "$path"
+            return 0
+        fi
+        echo "set-up: PYTHON=$PYTHON does not run as a Python with venv; point it at a Python 3.10 to 3.13." >&2
+        return 2
+    fi
+    for name in $SUPPORTED_PYTHONS; do
+        if path=$(command -v "$name") && runs_python "$path"; then
+            echo "$path"
+            return 0
+        fi
+    done
+    echo "set-up: no working Python 3.10 to 3.13 on PATH: install one (e.g. python3.12 with its venv" \
+        "module, on Debian/Ubuntu the python3.12-venv package) or set PYTHON to its path." >&2
+    return 2
+}
+
+case "${1:-}" in
+    --print-python)
+        choose_python || exit
+        exit 0
+        ;;
+    "") ;;
+    *)
+        echo "usage: bash tools/setup_env.sh [--print-python]" >&2
+        exit 2
+        ;;
+esac
+
 cd "$(dirname "$0")/.."
 
-PYTHON=${PYTHON:-python3.11}
 VENV=.venv
 STAMP=$VENV/.quantmimic-setup
 UPSTREAM_URL=https://github.com/facebookresearch/detectron2.git
@@ -29,7 +71,10 @@ pip_quiet() {  # pip without the per-package notes about this machine's local in
 
 start=$(date +%s)
 if [ ! -x "$VENV/bin/python" ]; then
-    echo "set-up: creating $VENV with $($PYTHON --version)"
+    how="the newest of $SUPPORTED_PYTHONS on PATH"
+    [ -z "${PYTHON:-}" ] || how="\$PYTHON"
+    PYTHON=$(choose_python) || exit
+    echo "set-up: creating $VENV with $PYTHON ($("$PYTHON" --version 2>&1); $how)"
     "$PYTHON" -m venv "$VENV"
 fi
 echo "set-up: installing requirements (torch is the big one: minutes the first time)"
@@ -66,6 +111,6 @@ else
 fi
 
 pip_quiet install -q --no-deps --no-build-isolation -e .
-"$VENV/bin/python" -m quant_mimic.collect_env --short
+"$VENV/bin/python" -m quant_mimic_tools.collect_env --short
 printf '%s\n%s\n' "$want" "$source" > "$STAMP"
 echo "set-up: done in $(( $(date +%s) - start )) s; detectron2 from: $source"

@@ -6,7 +6,11 @@
     python projects/QuantMimic/demo.py --config-file output/shapes/student_qm_seed0/student_config.yaml \\
         --video-input clip.mp4 --output vis/clip.mp4
     python projects/QuantMimic/demo.py --config-file ... --webcam --opts MODEL.WEIGHTS ...
+    python projects/QuantMimic/demo.py --deployed deployed/qm_student --input 'images/*.png' --output vis/
 
+The detector runs in its deployed form (quant_mimic.deploy: folded, traced, batched inference), made
+on the fly from the config and weights; ``--deployed DIR`` runs a folder written by
+``python -m quant_mimic_tools.deploy``; ``--eager`` runs detectron2's GeneralizedRCNN instead.
 A QM run's student export (``student_config.yaml``, whose MODEL.WEIGHTS names ``student_final.pth`` next to
 it) runs as is; a QuantMimicRCNN config runs its student, with a QM checkpoint or a student export as
 MODEL.WEIGHTS. The predict + draw logic is quant_mimic/predictor.py.
@@ -42,6 +46,17 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config-file", default="", metavar="FILE", help="path to a config file")
+    parser.add_argument(
+        "--deployed",
+        metavar="DIR",
+        help="a deployed folder (python -m quant_mimic_tools.deploy) instead of --config-file and weights",
+    )
+    parser.add_argument(
+        "--eager",
+        action="store_true",
+        help="run detectron2's GeneralizedRCNN instead of the deployed form (for comparison)",
+    )
+    parser.add_argument("--device", default="cpu", help="the device of a --deployed folder: cpu or cuda")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", nargs="+", help="image files or globs, e.g. 'dir/*.png' (quoted)")
     source.add_argument("--video-input", help="a video file")
@@ -220,7 +235,15 @@ def main(argv: list[str] | None = None) -> None:
     args = get_parser().parse_args(argv)
     logger = setup_logger(name="quant_mimic.demo")
     try:
-        cfg = setup_cfg(args)
+        if args.deployed and (args.config_file or args.eager):
+            raise QuantMimicInputError(
+                "--deployed runs a deployed folder alone: drop --config-file and --eager."
+            )
+        if args.deployed and not os.path.isfile(os.path.join(args.deployed, "deploy.json")):
+            raise QuantMimicInputError(
+                f"--deployed {args.deployed} holds no deploy.json: write one with python -m quant_mimic_tools.deploy."
+            )
+        cfg = None if args.deployed else setup_cfg(args)
         if args.input:  # check the inputs before the model is built
             inputs = expand_inputs(args.input)
             outputs = output_paths(inputs, args.output) if args.output else [None] * len(inputs)
@@ -228,7 +251,12 @@ def main(argv: list[str] | None = None) -> None:
             raise QuantMimicInputError(
                 f"--video-input file {args.video_input} does not exist: pass a video file."
             )
-        demo = VisualizationDemo(cfg)
+        if args.deployed:
+            demo = VisualizationDemo.from_deployed(
+                args.deployed, args.device, score_thresh=args.confidence_threshold
+            )
+        else:
+            demo = VisualizationDemo(cfg, eager=args.eager)
         if args.input:
             run_images(demo, inputs, outputs, logger)
         elif args.video_input:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import statistics
 import time
 import warnings
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from detectron2.config import CfgNode
@@ -41,6 +41,9 @@ from torch import nn
 
 from .errors import QuantMimicInputError
 from .modeling.meta_arch import student_config
+
+if TYPE_CHECKING:
+    from .deploy import DeployedPredictor
 
 PARTS = ("preprocess", "backbone", "rpn", "roi_heads", "postprocess")
 
@@ -221,6 +224,76 @@ def model_cost(
         "proposals": int(statistics.median(counts["proposals"])),
         "detections": int(statistics.median(counts["detections"])),
         "input_size": [height, width],
+        "repeats": repeats,
+        "warmup": warmup,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def deployed_latency(
+    predictor: DeployedPredictor,
+    height: int,
+    width: int,
+    batch: int = 1,
+    repeats: int = 20,
+    warmup: int = 5,
+) -> dict[str, Any]:
+    """Median latency of the deployed model on ``batch`` random ``height`` x ``width`` images fed at that
+    size, total and per part: ``preprocess`` (normalise + pad), ``backbone`` (backbone + FPN), ``rpn``
+    (head convs, top-k, decoding, NMS), ``roi_heads`` (ROIAlign + box head), ``postprocess`` (decoding,
+    NMS, and the conversion to ``Instances`` in input coordinates, with the one wait for the device).
+
+    Returns:
+        ``latency_ms`` (median ms of ``total`` and each part), ``detections`` (median count, first image),
+        ``input_size``, ``batch``, ``repeats``, ``warmup``, ``device``, ``threads``.
+    """
+    if repeats < 1 or warmup < 0:
+        raise QuantMimicInputError(
+            f"repeats is {repeats} and warmup {warmup}: use repeats >= 1, warmup >= 0."
+        )
+    device = predictor.device
+    channels = len(predictor.spec["input"]["pixel_mean"])
+    inputs = [
+        {"image": random_image(height, width, seed=i)[:channels], "height": height, "width": width}
+        for i in range(batch)
+    ]
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    parts: dict[str, list[float]] = {p: [] for p in PARTS}
+    totals: list[float] = []
+    counts: list[int] = []
+    seconds = dict.fromkeys(PARTS, 0.0)
+    last = 0.0
+
+    def lap(part: str) -> None:
+        nonlocal last
+        sync()
+        now = time.perf_counter()
+        seconds[part] += now - last
+        last = now
+
+    for i in range(warmup + repeats):
+        seconds.update(dict.fromkeys(PARTS, 0.0))
+        sync()
+        start = last = time.perf_counter()
+        results = predictor.model(inputs, lap=lap)
+        lap("postprocess")
+        if i >= warmup:
+            totals.append(time.perf_counter() - start)
+            for p in PARTS:
+                parts[p].append(seconds[p])
+            counts.append(len(results[0]["instances"]))
+    latency = {"total": 1000 * statistics.median(totals)}
+    latency.update({p: 1000 * statistics.median(parts[p]) for p in PARTS})
+    return {
+        "latency_ms": latency,
+        "detections": int(statistics.median(counts)),
+        "input_size": [height, width],
+        "batch": batch,
         "repeats": repeats,
         "warmup": warmup,
         "device": str(device),

@@ -68,3 +68,10 @@ def add_quantmimic_config(cfg: CN) -> None:
     # train if its AP is below TEACHER_MIN_AP (a wrong or untrained teacher). 0 disables the check.
     cfg.MODEL.QUANT_MIMIC.TEACHER_CHECK_IMAGES = 50
     cfg.MODEL.QUANT_MIMIC.TEACHER_MIN_AP = 1.0
+
+    # The deployed form of a detector (quant_mimic.deploy; the other test-time settings are detectron2's
+    # MODEL.RPN.*_TEST, MODEL.ROI_HEADS.*_TEST and TEST.DETECTIONS_PER_IMAGE).
+    cfg.MODEL.DEPLOY = CN()
+    # (box, class) pairs above the score threshold kept per image before the final NMS: a fixed size,
+    # so that nothing waits on the device. detectron2 keeps all of them; chosen by measurement (README).
+    cfg.MODEL.DEPLOY.CANDIDATES_PER_IMAGE = 1000

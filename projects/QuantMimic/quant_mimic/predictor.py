@@ -1,4 +1,4 @@
-"""Predict and draw: detectron2's ``DefaultPredictor`` and ``Visualizer`` for any QuantMimic config.
+"""Predict and draw: the deployed predictor (or detectron2's ``DefaultPredictor``) and ``Visualizer``.
 
 A ``QuantMimicRCNN`` config runs its student (the model that is deployed), and its checkpoint may be a
 whole QuantMimicRCNN one (``student.*``, ``teacher.*``, ``adapter.*`` keys: the student's are taken), a
@@ -7,12 +7,13 @@ student export (``student_final.pth``) or a plain detector checkpoint.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from typing import Iterator
 
 import cv2
 import numpy as np
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
 from detectron2.engine import DefaultPredictor
@@ -20,22 +21,8 @@ from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import ColorMode, VisImage, Visualizer
 
 from .analysis import deployed_config
-
-STUDENT_PREFIX = "student."
-
-
-class StudentCheckpointer(DetectionCheckpointer):
-    """A DetectionCheckpointer that loads a QuantMimicRCNN checkpoint's student into a plain detector
-    (keys ``student.*``, prefix removed; the teacher's and the adapter's are dropped). Other checkpoints
-    load as with DetectionCheckpointer."""
-
-    def _load_model(self, checkpoint: dict):
-        state = checkpoint.get("model", {})
-        if any(k.startswith(STUDENT_PREFIX) for k in state):
-            checkpoint["model"] = {
-                k[len(STUDENT_PREFIX) :]: v for k, v in state.items() if k.startswith(STUDENT_PREFIX)
-            }
-        return super()._load_model(checkpoint)
+from .checkpoint import StudentCheckpointer
+from .deploy import DeployedPredictor, build_and_export
 
 
 class Predictor(DefaultPredictor):
@@ -59,19 +46,56 @@ def _frames(video: cv2.VideoCapture) -> Iterator[np.ndarray]:
         yield frame
 
 
+def deployed_predictor(cfg: CfgNode, folder: str | None = None) -> DeployedPredictor:
+    """The deployed form of the model of ``cfg`` (MODEL.WEIGHTS loaded, a QM checkpoint's student too),
+    written to ``folder`` (default: a temporary folder, removed once loaded) and loaded on MODEL.DEVICE."""
+    if folder is not None:
+        return DeployedPredictor(build_and_export(cfg, folder), cfg.MODEL.DEVICE)
+    with tempfile.TemporaryDirectory(prefix="quantmimic-deploy-") as tmp:
+        return DeployedPredictor(build_and_export(cfg, tmp), cfg.MODEL.DEVICE)
+
+
 class VisualizationDemo:
     """Run a detector on images or video frames and draw its detections.
 
-    The class names and colours come from the metadata of the config's DATASETS.TEST[0].
+    By default the detector runs in its deployed form (:mod:`quant_mimic.deploy`); ``eager=True`` runs
+    detectron2's ``GeneralizedRCNN`` instead, for comparison. The class names and colours come from the
+    metadata of the config's DATASETS.TEST[0] (a deployed folder: the class names it holds).
     """
 
-    def __init__(self, cfg: CfgNode, instance_mode: ColorMode | None = None):
-        self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "__unused")
+    def __init__(self, cfg: CfgNode, instance_mode: ColorMode | None = None, *, eager: bool = False):
+        self.cpu_device = torch.device("cpu")
+        self.predictor = Predictor(cfg) if eager else deployed_predictor(deployed_config(cfg))
+        self._set_metadata(cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "__unused", instance_mode)
+
+    @classmethod
+    def from_deployed(
+        cls,
+        folder: str,
+        device: str = "cpu",
+        instance_mode: ColorMode | None = None,
+        score_thresh: float = -1,
+    ) -> VisualizationDemo:
+        """A demo of a deployed folder (no config, no checkpoint); ``score_thresh`` >= 0 replaces its
+        score threshold."""
+        demo = cls.__new__(cls)
+        demo.cpu_device = torch.device("cpu")
+        demo.predictor = DeployedPredictor(folder, device)
+        if score_thresh >= 0:
+            demo.predictor.spec["roi"]["score_thresh"] = score_thresh
+        name = demo.predictor.spec.get("dataset", "")
+        registered = name in MetadataCatalog.list() and MetadataCatalog.get(name).get("thing_classes", None)
+        if not registered:
+            name = f"__deployed_{os.path.abspath(folder)}"
+            MetadataCatalog.get(name).set(thing_classes=demo.predictor.spec["classes"])
+        demo._set_metadata(name, instance_mode)
+        return demo
+
+    def _set_metadata(self, dataset: str, instance_mode: ColorMode | None) -> None:
+        self.metadata = MetadataCatalog.get(dataset)
         if instance_mode is None:  # the data set's class colours where it has them
             instance_mode = ColorMode.SEGMENTATION if self.metadata.get("thing_colors") else ColorMode.IMAGE
         self.instance_mode = instance_mode
-        self.cpu_device = torch.device("cpu")
-        self.predictor = Predictor(cfg)
 
     def run_on_image(self, image: np.ndarray) -> tuple[dict, VisImage]:
         """

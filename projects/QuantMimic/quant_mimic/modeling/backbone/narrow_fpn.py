@@ -9,7 +9,7 @@ from detectron2.modeling.backbone import Backbone
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool
 
 from ..quantizer import maybe_quantize_outputs
-from .tiny_resnet import _norm_spec, scaled_channels
+from .norm import norm_spec, scaled_channels
 
 
 def narrow_fpn(cfg: CfgNode, bottom_up: Backbone, family: str, width_divisor: int) -> FPN:
@@ -35,7 +35,7 @@ def narrow_fpn(cfg: CfgNode, bottom_up: Backbone, family: str, width_divisor: in
         bottom_up=bottom_up,
         in_features=in_features,
         out_channels=scaled_channels(cfg.MODEL.FPN.OUT_CHANNELS, width_divisor),
-        norm=_norm_spec(cfg.MODEL.FPN.NORM),
+        norm=norm_spec(cfg.MODEL.FPN.NORM),
         top_block=top_block,
         fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
     )

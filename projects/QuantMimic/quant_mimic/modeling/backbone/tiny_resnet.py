@@ -26,26 +26,23 @@ calling :func:`add_tiny_resnet_config`.
 
 from __future__ import annotations
 
-import functools
-import math
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Sequence
 
 from detectron2.config import CfgNode
-from detectron2.layers import CNNBlockBase, ShapeSpec, get_norm
+from detectron2.layers import CNNBlockBase, ShapeSpec
 from detectron2.modeling.backbone import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.fpn import FPN
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, BottleneckBlock, ResNet
-from torch import nn
 
 from ..quantizer import maybe_quantize_outputs
+from .narrow_fpn import narrow_fpn
+from .norm import norm_spec, scaled_channels
 
 __all__ = [
     "BLOCKS_PER_STAGE",
     "add_tiny_resnet_config",
     "build_tiny_resnet_backbone",
     "build_tiny_resnet_fpn_backbone",
-    "scaled_channels",
-    "tiny_norm",
 ]
 
 # ResNet architecture definition: residual blocks in res2..res5 for each supported depth.
@@ -64,10 +61,6 @@ FIRST_STAGE_INDEX = 2
 # Each stage after res2 halves the resolution (first block strided) and doubles the width.
 STAGE_STRIDE = 2
 STAGE_WIDTH_GROWTH = 2
-# detectron2's "GN" is GroupNorm with 32 groups; tiny layers use the largest divisor of C up to it.
-GN_MAX_GROUPS = 32
-
-NormSpec = Union[str, Callable[[int], Optional[nn.Module]]]
 
 
 def add_tiny_resnet_config(cfg: CfgNode) -> CfgNode:
@@ -80,40 +73,6 @@ def add_tiny_resnet_config(cfg: CfgNode) -> CfgNode:
         # (floored, at least 1 channel): 1 = full-width ResNet; 4, 16, 32 = the paper's 1/n nets.
         cfg.MODEL.RESNETS.WIDTH_DIVISOR = 1
     return cfg
-
-
-def scaled_channels(channels: int, divisor: int) -> int:
-    """``channels // divisor``, but never fewer than one channel."""
-    if divisor < 1:
-        raise ValueError(f"MODEL.RESNETS.WIDTH_DIVISOR must be >= 1, got {divisor}")
-    return max(1, channels // divisor)
-
-
-def tiny_norm(norm: str, channels: int) -> nn.Module | None:
-    """Normalization layer ``norm`` for ``channels`` channels (None for ``""``).
-
-    Same as :func:`detectron2.layers.get_norm`, except ``"GN"``: detectron2's GroupNorm has 32
-    groups, which a 4-channel layer cannot have, so here it gets ``gcd(32, channels)`` groups
-    (32 for any multiple of 32, so full-width layers are unchanged).
-
-    ``"FrozenBN"`` is accepted, but a randomly initialised FrozenBN is a fixed identity-like
-    affine map with no statistics to normalize by, and deep from-scratch training with it
-    diverges: train tiny models from scratch with ``"BN"``, ``"GN"`` or ``"SyncBN"``, and keep
-    FrozenBN for backbones initialised from trained weights.
-    """
-    if norm == "GN":
-        return nn.GroupNorm(math.gcd(GN_MAX_GROUPS, channels), channels)
-    return get_norm(norm, channels)
-
-
-def _norm_spec(norm: str) -> NormSpec:
-    """What to hand detectron2 blocks as ``norm``: the name itself, or for GN a callable
-    ``channels -> module`` built on :func:`tiny_norm` (detectron2 calls ``get_norm(norm, C)``,
-    which accepts either). Non-GN names stay strings, because detectron2's FPN decides on
-    conv biases by comparing ``norm`` with ``""``."""
-    if norm == "GN":
-        return functools.partial(tiny_norm, norm)
-    return norm
 
 
 def _stage_index(feature: str) -> int:
@@ -153,7 +112,7 @@ def tiny_resnet(cfg: CfgNode, input_shape: ShapeSpec) -> ResNet:
     standard R18/R34. For R50 the bottleneck width is ``WIDTH_PER_GROUP`` and the output width
     ``RES2_OUT_CHANNELS``. Only stages up to the last one named in ``OUT_FEATURES`` are built.
 
-    Norm: ``MODEL.RESNETS.NORM`` via :func:`tiny_norm` ("BN", "SyncBN", "GN", "FrozenBN"; see
+    Norm: ``MODEL.RESNETS.NORM`` via :func:`.norm.tiny_norm` ("BN", "SyncBN", "GN", "FrozenBN"; see
     there why FrozenBN is for pretrained backbones only). ResNeXt groups, deformable convs and
     a dilated res5 are not supported.
 
@@ -174,7 +133,7 @@ def tiny_resnet(cfg: CfgNode, input_shape: ShapeSpec) -> ResNet:
         raise ValueError("Tiny ResNet does not support MODEL.RESNETS.DEFORM_ON_PER_STAGE")
 
     divisor = rcfg.WIDTH_DIVISOR
-    norm = _norm_spec(rcfg.NORM)
+    norm = norm_spec(rcfg.NORM)
     out_features: List[str] = list(rcfg.OUT_FEATURES)
     basic = depth in BASIC_BLOCK_DEPTHS
 
@@ -222,12 +181,10 @@ def build_tiny_resnet_fpn_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> FPN:
     The FPN is narrowed with the backbone: every level has
     ``max(1, MODEL.FPN.OUT_CHANNELS // WIDTH_DIVISOR)`` channels (256 -> 256/d). With
     in-features res2..res5 the outputs are p2, p3, p4, p5, p6 at strides 4, 8, 16, 32, 64.
-    Norm: ``MODEL.FPN.NORM`` via :func:`tiny_norm` ("" = none, with conv biases);
+    Norm: ``MODEL.FPN.NORM`` via :func:`.norm.tiny_norm` ("" = none, with conv biases);
     fusion: ``MODEL.FPN.FUSE_TYPE``.
 
     Returns:
         FPN: a detectron2 FPN whose ``bottom_up`` is the tiny ResNet.
     """
-    from .narrow_fpn import narrow_fpn  # narrow_fpn imports this module
-
     return narrow_fpn(cfg, tiny_resnet(cfg, input_shape), "RESNETS", cfg.MODEL.RESNETS.WIDTH_DIVISOR)

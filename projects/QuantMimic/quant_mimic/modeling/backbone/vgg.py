@@ -14,7 +14,7 @@ at least one channel is kept)::
 
 ``d = 4`` is VGG-1-4 (conv5: 128 channels), ``d = 32`` is VGG-1-32 (conv5: 16 channels).
 Parameter names follow the layers (``conv1_1.weight``, ``conv1_1.norm.weight`` with a norm);
-``quant_mimic.convert`` maps torchvision's ``features.N`` names onto them.
+``quant_mimic_tools.convert`` maps torchvision's ``features.N`` names onto them.
 
 Both builders are registered in detectron2's ``BACKBONE_REGISTRY``: ``build_vgg_backbone``
 (single or multiple maps, e.g. ``OUT_FEATURES ["vgg5"]`` for R-FCN / a C4-style Faster R-CNN)
@@ -36,7 +36,7 @@ from detectron2.modeling.backbone.fpn import FPN
 
 from ..quantizer import maybe_quantize_outputs
 from .narrow_fpn import narrow_fpn
-from .tiny_resnet import scaled_channels, tiny_norm
+from .norm import scaled_channels, tiny_norm
 
 __all__ = [
     "VGG",

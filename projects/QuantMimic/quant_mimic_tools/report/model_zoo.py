@@ -10,8 +10,9 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
-from ..analysis import model_cost
-from ..pipeline import finite_metric, table_cell
+from quant_mimic.analysis import model_cost
+
+from ..results import finite_metric, table_cell
 from .runs import Run
 
 METRICS = ("AP", "AP50", "APs")

@@ -1,4 +1,4 @@
-"""Report the software QuantMimic runs on: ``python -m quant_mimic.collect_env [--short]``.
+"""Report the software QuantMimic runs on: ``python -m quant_mimic_tools.collect_env [--short]``.
 
 Prints torch / torchvision / detectron2 versions, where detectron2 came from, and which of
 detectron2's compiled-only features are missing in this build.

@@ -1,11 +1,11 @@
 """The main job: teacher -> quantized teacher -> students (scratch, mimic, Quantization Mimic), evaluated.
 
-    python -m quant_mimic.pipeline [--output output/shapes] [--seeds 0 1 2] [--smoke] [--report-only]
+    python -m quant_mimic_tools.pipeline [--output output/shapes] [--seeds 0 1 2] [--smoke] [--report-only]
 
 Every stage is an ordinary ``train_net.py`` run with its own OUTPUT_DIR. A finished stage (its
 metrics.json holds the final evaluation) is reused; an interrupted one continues with ``--resume``.
 At the end the results table is written as ``<output>/results.md`` and ``<output>/results.json``, and
-the report (model-zoo table with cost, pictures, index page; see ``quant_mimic.report``) into
+the report (model-zoo table with cost, pictures, index page; see ``quant_mimic_tools.report``) into
 ``<output>/report/``.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import statistics
 import subprocess
@@ -21,6 +20,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .results import finite_metric, read_final_metrics, table_cell
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TRAIN_NET = Path(__file__).resolve().parents[1] / "train_net.py"
@@ -91,22 +92,6 @@ def chain(output: Path, seeds: list[int]) -> list[Stage]:
     return stages
 
 
-def read_metrics(output_dir: Path) -> list[dict]:
-    """Every row of ``output_dir/metrics.json`` (training rows and evaluations; [] if there is none)."""
-    path = output_dir / "metrics.json"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def read_final_metrics(output_dir: Path) -> dict | None:
-    """The last evaluation in ``output_dir/metrics.json`` (None if the run has not finished)."""
-    if not (output_dir / "model_final.pth").exists():
-        return None
-    evaluations = [m for m in read_metrics(output_dir) if "bbox/AP" in m]
-    return evaluations[-1] if evaluations else None
-
-
 def run_stage(stage: Stage, output: Path, extra_opts: list[str], index: int, total: int) -> dict:
     out = output / stage.name
     done = read_final_metrics(out)
@@ -134,17 +119,6 @@ def run_stage(stage: Stage, output: Path, extra_opts: list[str], index: int, tot
         raise SystemExit(f"Stage {stage.name} finished without a final evaluation; its log is {log}.")
     print(f"    {stage.name}: AP {metrics['bbox/AP']:.1f} in {time.time() - start:.0f} s", flush=True)
     return metrics
-
-
-def finite_metric(x: float | None) -> float | None:
-    """``x`` rounded to 3 decimals, or None for a missing or NaN value (COCO gives NaN for an object
-    size the data set does not have)."""
-    return round(x, 3) if x is not None and math.isfinite(x) else None
-
-
-def table_cell(x: float | None) -> str:
-    """A metric as a Markdown table cell: one decimal, "-" for None."""
-    return "-" if x is None else f"{x:.1f}"
 
 
 def summarize(rows: list[dict]) -> list[dict]:

@@ -1,9 +1,9 @@
 """Cost of Quantization Mimic: training steps against a scratch student, and teacher vs student inference.
 
-    python -m quant_mimic.benchmark [--steps 10] [--warmup 3] [--batch 8] [--device cpu] [--threads N]
-                                    [--sizes 192 600] [--repeats 20]
-                                    [--teacher-config F] [--student-config F]
-                                    [--skip-train] [--skip-infer] [--json out.json]
+    python -m quant_mimic_tools.benchmark [--steps 10] [--warmup 3] [--batch 8] [--device cpu] [--threads N]
+                                          [--sizes 192 600] [--repeats 20]
+                                          [--teacher-config F] [--student-config F]
+                                          [--skip-train] [--skip-infer] [--json out.json]
 
 Training (skip with ``--skip-train``): for one batch of the built-in data set, the median time of a
 scratch student step, of the teacher's backbone+FPN forward alone, and of a QM step (student step +
@@ -122,7 +122,7 @@ def measure_training(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         weights = _teacher_weights(tmp)
         for kind in ("scratch", "teacher_forward", "qm"):
-            cmd = [sys.executable, "-m", "quant_mimic.benchmark", "--steps", str(args.steps)]
+            cmd = [sys.executable, "-m", "quant_mimic_tools.benchmark", "--steps", str(args.steps)]
             cmd += ["--warmup", str(args.warmup), "--batch", str(args.batch), "--device", args.device]
             cmd += ["--threads", str(args.threads)]
             out = subprocess.run(

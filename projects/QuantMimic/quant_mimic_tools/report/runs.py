@@ -7,9 +7,10 @@ from pathlib import Path
 
 from detectron2.config import CfgNode
 
-from ..engine.export import STUDENT_CONFIG, STUDENT_WEIGHTS
-from ..engine.setup import build_config
-from ..pipeline import read_final_metrics, read_metrics
+from quant_mimic.engine.export import STUDENT_CONFIG, STUDENT_WEIGHTS
+from quant_mimic.engine.setup import build_config
+
+from ..results import read_final_metrics, read_metrics
 
 
 @dataclass

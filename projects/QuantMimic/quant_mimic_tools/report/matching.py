@@ -18,7 +18,8 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.modeling import build_model
 
-from ..modeling.mimic_loss import MimicLoss
+from quant_mimic.modeling.mimic_loss import MimicLoss
+
 from .figure import plt, save_figure
 from .runs import Run
 

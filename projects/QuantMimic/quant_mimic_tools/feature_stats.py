@@ -1,7 +1,7 @@
 """How much a quantizer stride destroys of a trained model's features: the measurement behind the
 default stride (``MODEL.QUANTIZER.STRIDE``).
 
-    python -m quant_mimic.feature_stats --config-file configs/shapes/teacher_R18_FPN.yaml \\
+    python -m quant_mimic_tools.feature_stats --config-file configs/shapes/teacher_R18_FPN.yaml \\
         MODEL.WEIGHTS output/shapes/teacher_R18_FPN/model_final.pth
 
 For every backbone output level it prints statistics of ReLU(feature) on validation images, and for
@@ -21,7 +21,7 @@ STRIDES = (0.0625, 0.125, 0.25, 0.5, 1.0)
 @torch.no_grad()
 def feature_stats(model, inputs: list[dict], strides=STRIDES) -> dict[str, dict]:
     """{level: {"mean", "p50", "p99", "positive", "zeroed@s", "rel_err@s" ...}} of ReLU'd features."""
-    from .modeling.quantizer import quantize
+    from quant_mimic.modeling.quantizer import quantize
 
     images = model.preprocess_image(inputs)
     features = model.backbone(images.tensor)
@@ -49,8 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     from detectron2.modeling import build_model
 
     import quant_mimic  # noqa: F401
-
-    from .engine import build_config
+    from quant_mimic.engine import build_config
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config-file", required=True)

@@ -1,6 +1,6 @@
 """Convert a torchvision ImageNet checkpoint into weights for this project's full-width backbones.
 
-    python -m quant_mimic.convert --model resnet18|resnet34|resnet50|vgg16 --input resnet18.pth \\
+    python -m quant_mimic_tools.convert --model resnet18|resnet34|resnet50|vgg16 --input resnet18.pth \\
         --output R18.pkl [--grayscale] [--config-file configs/voc/teacher_R18_FPN.yaml]
 
 Then train with ``MODEL.WEIGHTS R18.pkl``. The output holds ``{"model": {name: array}, "__author__":
@@ -29,8 +29,8 @@ from typing import Dict, Iterator, Tuple
 
 import torch
 
-from .errors import QuantMimicInputError
-from .modeling.backbone.vgg import VGG16_STAGES
+from quant_mimic.errors import QuantMimicInputError
+from quant_mimic.modeling.backbone.vgg import VGG16_STAGES
 
 # torchvision ResNet depth of each model name; its stages layer1..layer4 are detectron2's res2..res5.
 RESNET_DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50}
@@ -106,7 +106,8 @@ def convert(
 
 def check_target_config(model: str, config_file: str) -> None:
     """Refuse, with one sentence, a target config the converted weights cannot initialise."""
-    from .engine import build_config  # not at module level: the engine imports detectron2's trainer
+    # not at module level: the engine imports detectron2's trainer
+    from quant_mimic.engine import build_config
 
     cfg = build_config(config_file)
     backbone = cfg.MODEL.BACKBONE.NAME

@@ -1,0 +1,270 @@
+"""Write the deployed form of a trained detector (see :mod:`quant_mimic.deploy.runtime`).
+
+Works for every detector of this project: a student export, a ``QuantMimicRCNN`` checkpoint (its student
+is deployed), a teacher (quantized or not), Faster R-CNN (FPN or one level) or R-FCN.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from detectron2.config import CfgNode
+from detectron2.data import MetadataCatalog
+from detectron2.modeling import GeneralizedRCNN, StandardROIHeads, build_model
+from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
+from detectron2.modeling.proposal_generator import RPN
+from torch import nn
+
+from ..analysis import deployed_config
+from ..checkpoint import StudentCheckpointer
+from ..errors import QuantMimicInputError
+from ..modeling.rfcn import RFCNROIHeads
+from .fold import fold_batch_norm
+from .runtime import DEPLOY_FILE, FORMAT_VERSION, NETWORK_FILES, ONNX_FILES
+
+CONFIG_FILE = "config.yaml"
+
+
+class BackboneNetwork(nn.Module):
+    """``forward(images Tensor[B, C, H, W]) -> (Tensor[B, C_f, h_f, w_f] for f in features)``."""
+
+    def __init__(self, backbone: nn.Module, features: list[str]):
+        super().__init__()
+        self.backbone = backbone
+        self.features = features
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        outputs = self.backbone(images)
+        return tuple(outputs[f] for f in self.features)
+
+
+class RPNHeadNetwork(nn.Module):
+    """``forward(*level features) -> (objectness logits Tensor[B, A, h, w] of each level, then anchor
+    deltas Tensor[B, A*4, h, w] of each level)``."""
+
+    def __init__(self, rpn_head: nn.Module):
+        super().__init__()
+        self.rpn_head = rpn_head
+
+    def forward(self, *features: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        logits, deltas = self.rpn_head(list(features))
+        return tuple(logits) + tuple(deltas)
+
+
+class BoxHeadNetwork(nn.Module):
+    """Faster R-CNN: ``forward(pooled Tensor[N, C, R, R]) -> (class logits Tensor[N, K+1], deltas
+    Tensor[N, 4 or 4K])``."""
+
+    def __init__(self, heads: StandardROIHeads):
+        super().__init__()
+        self.box_head = heads.box_head
+        self.box_predictor = heads.box_predictor
+
+    def forward(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.box_predictor(self.box_head(pooled))
+
+
+class ScoreMapNetwork(nn.Module):
+    """R-FCN: ``forward(feature Tensor[B, C, h, w]) -> (class maps Tensor[B, k*k*(K+1), h, w], box maps
+    Tensor[B, k*k*4R, h, w])``."""
+
+    def __init__(self, predictor: nn.Module):
+        super().__init__()
+        self.predictor = predictor
+
+    def forward(self, feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.predictor.score_maps(feature)
+
+
+def check_deployable(model: nn.Module, cfg: CfgNode) -> None:
+    """Refuse, in one sentence, a model the deployed runtime does not run."""
+    name = cfg.MODEL.META_ARCHITECTURE
+    if not isinstance(model, GeneralizedRCNN):
+        raise QuantMimicInputError(
+            f"META_ARCHITECTURE {name} is not a GeneralizedRCNN: only two-stage detectors deploy."
+        )
+    if not isinstance(model.proposal_generator, RPN) or not isinstance(
+        model.proposal_generator.anchor_generator, DefaultAnchorGenerator
+    ):
+        raise QuantMimicInputError("Only detectors with detectron2's RPN and DefaultAnchorGenerator deploy.")
+    heads = model.roi_heads
+    if not isinstance(heads, RFCNROIHeads) and type(heads) is not StandardROIHeads:
+        raise QuantMimicInputError(
+            f"ROI_HEADS.NAME {cfg.MODEL.ROI_HEADS.NAME} does not deploy: use StandardROIHeads or RFCNROIHeads."
+        )
+    if cfg.MODEL.MASK_ON or cfg.MODEL.KEYPOINT_ON:
+        raise QuantMimicInputError(
+            "Mask and keypoint heads do not deploy: set MODEL.MASK_ON and KEYPOINT_ON False."
+        )
+
+
+def deploy_spec(model: GeneralizedRCNN, cfg: CfgNode) -> dict[str, Any]:
+    """Everything the runtime needs besides the networks, as plain JSON values."""
+    rpn = model.proposal_generator
+    anchors = rpn.anchor_generator
+    heads = model.roi_heads
+    predictor = heads.predictor if isinstance(heads, RFCNROIHeads) else heads.box_predictor
+    roi: dict[str, Any] = {
+        "num_classes": heads.num_classes,
+        "box_weights": list(predictor.box2box_transform.weights),
+        "scale_clamp": predictor.box2box_transform.scale_clamp,
+        "score_thresh": predictor.test_score_thresh,
+        "nms_thresh": predictor.test_nms_thresh,
+        "detections_per_image": predictor.test_topk_per_image,
+        "candidates_per_image": cfg.MODEL.DEPLOY.CANDIDATES_PER_IMAGE,
+    }
+    if isinstance(heads, RFCNROIHeads):
+        roi["kind"] = "rfcn"
+        roi["in_features"] = [heads.in_feature]
+        roi["rfcn"] = {
+            "pool_size": predictor.pool_size,
+            "spatial_scale": predictor.spatial_scale,
+            "sampling_ratio": predictor.sampling_ratio,
+        }
+    else:
+        pooler = heads.box_pooler
+        roi["kind"] = "fast_rcnn"
+        roi["in_features"] = list(heads.box_in_features)
+        roi["pooler"] = {
+            "resolution": pooler.output_size[0],
+            "scales": [p.spatial_scale for p in pooler.level_poolers],
+            "sampling_ratio": pooler.level_poolers[0].sampling_ratio,
+            "aligned": bool(pooler.level_poolers[0].aligned),
+            "canonical_box_size": pooler.canonical_box_size,
+            "canonical_level": pooler.canonical_level,
+        }
+        pooler_type = cfg.MODEL.ROI_BOX_HEAD.POOLER_TYPE
+        if pooler_type not in ("ROIAlign", "ROIAlignV2"):
+            raise QuantMimicInputError(
+                f"ROI_BOX_HEAD.POOLER_TYPE {pooler_type} does not deploy: use ROIAlign or ROIAlignV2."
+            )
+    test_set = cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else ""
+    classes = MetadataCatalog.get(test_set).get("thing_classes", None) if test_set else None
+    features = list(dict.fromkeys(list(rpn.in_features) + roi["in_features"]))
+    return {
+        "format_version": FORMAT_VERSION,
+        "features": features,
+        "input": {
+            "format": cfg.INPUT.FORMAT,
+            "pixel_mean": list(cfg.MODEL.PIXEL_MEAN),
+            "pixel_std": list(cfg.MODEL.PIXEL_STD),
+            "min_size_test": cfg.INPUT.MIN_SIZE_TEST,
+            "max_size_test": cfg.INPUT.MAX_SIZE_TEST,
+            "size_divisibility": model.backbone.size_divisibility,
+        },
+        "rpn": {
+            "in_features": list(rpn.in_features),
+            "strides": list(anchors.strides),
+            "offset": anchors.offset,
+            "cell_anchors": [a.tolist() for a in anchors.cell_anchors],
+            "box_weights": list(rpn.box2box_transform.weights),
+            "scale_clamp": rpn.box2box_transform.scale_clamp,
+            "pre_nms_topk": rpn.pre_nms_topk[False],
+            "post_nms_topk": rpn.post_nms_topk[False],
+            "nms_thresh": rpn.nms_thresh,
+            "min_box_size": rpn.min_box_size,
+        },
+        "roi": roi,
+        "dataset": test_set,
+        "classes": list(classes) if classes else [str(i) for i in range(heads.num_classes)],
+    }
+
+
+def export_onnx(
+    network: nn.Module, inputs: tuple[torch.Tensor, ...], path: Path, dynamic_batch: bool
+) -> bool:
+    """Write ``network`` as ONNX (for ONNX Runtime) with dynamic image sizes (and, for a head, a dynamic
+    number of boxes). Returns False, writing nothing, where the exporter cannot express the network
+    (the runtime then uses its TorchScript form)."""
+    names = [f"input{i}" for i in range(len(inputs))]
+    if dynamic_batch:
+        axes = {n: {0: "boxes"} for n in names}
+    else:
+        axes = {n: {0: "batch", 2: f"height{i}", 3: f"width{i}"} for i, n in enumerate(names)}
+    try:
+        torch.onnx.export(
+            network, inputs, str(path), input_names=names, dynamic_axes=axes, opset_version=17, dynamo=False
+        )
+    except Exception as e:  # an operator the exporter lacks: TorchScript only
+        logging.getLogger(__name__).warning(f"No ONNX form for {path.name} ({e.__class__.__name__}: {e}).")
+        path.unlink(missing_ok=True)
+        return False
+    return True
+
+
+def _example_size(cfg: CfgNode, divisor: int) -> int:
+    size = max(cfg.INPUT.MIN_SIZE_TEST, 32)
+    return math.ceil(size / max(divisor, 1)) * max(divisor, 1)
+
+
+def export_deployed(cfg: CfgNode, model: GeneralizedRCNN, output_dir: str | Path) -> Path:
+    """Write the deployed form of ``model`` (eval mode, trained weights loaded) to ``output_dir``.
+
+    Args:
+        cfg: the model's config (the deployed model's, see ``quant_mimic.config.deployed_config``):
+            its test-time settings (``MODEL.RPN.*_TEST``, ``MODEL.ROI_HEADS.*_TEST``, ``TEST.DETECTIONS_PER_IMAGE``,
+            ``MODEL.DEPLOY``) and input format are written with the networks.
+        model: the detector; batch norm is folded into a copy, ``model`` itself is not changed.
+        output_dir: created if needed; ``deploy.json``, ``backbone.ts``, ``rpn_head.ts``, ``head.ts``
+            and ``config.yaml`` are written there.
+
+    Returns:
+        The folder.
+    """
+    check_deployable(model, cfg)
+    folded, _ = fold_batch_norm(model.eval())
+    folded = folded.cpu()
+    spec = deploy_spec(folded, cfg)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    size = _example_size(cfg, spec["input"]["size_divisibility"])
+    images = torch.zeros(1, len(cfg.MODEL.PIXEL_MEAN), size, size)
+    backbone = BackboneNetwork(folded.backbone, spec["features"]).eval()
+    rpn_head = RPNHeadNetwork(folded.proposal_generator.rpn_head).eval()
+    heads = folded.roi_heads
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about Python-side shape arithmetic
+        features = dict(zip(spec["features"], backbone(images)))
+        if spec["roi"]["kind"] == "fast_rcnn":
+            resolution = spec["roi"]["pooler"]["resolution"]
+            channels = features[spec["roi"]["in_features"][0]].shape[1]
+            head, head_input = BoxHeadNetwork(heads), torch.zeros(4, channels, resolution, resolution)
+        else:
+            head, head_input = ScoreMapNetwork(heads.predictor), features[spec["roi"]["in_features"][0]]
+        examples = {
+            "backbone": (backbone, (images,)),
+            "rpn_head": (rpn_head, tuple(features[f] for f in spec["rpn"]["in_features"])),
+            "head": (head.eval(), (head_input,)),
+        }
+        for name, (network, inputs) in examples.items():
+            traced = torch.jit.freeze(torch.jit.trace(network, inputs))
+            torch.jit.save(traced, str(output_dir / NETWORK_FILES[name]))
+        spec["onnx"] = all(
+            export_onnx(
+                network,
+                inputs,
+                output_dir / ONNX_FILES[name],
+                dynamic_batch=name == "head" and spec["roi"]["kind"] == "fast_rcnn",
+            )
+            for name, (network, inputs) in examples.items()
+        )
+    if not spec["onnx"]:
+        for file in ONNX_FILES.values():
+            (output_dir / file).unlink(missing_ok=True)
+    (output_dir / DEPLOY_FILE).write_text(json.dumps(spec, indent=2) + "\n")
+    (output_dir / CONFIG_FILE).write_text(cfg.dump())
+    return output_dir
+
+
+def build_and_export(cfg: CfgNode, output_dir: str | Path) -> Path:
+    """Build the model of ``cfg``, load ``MODEL.WEIGHTS`` (a QM checkpoint's student too) and export it."""
+    cfg = deployed_config(cfg)
+    model = build_model(cfg)
+    StudentCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    return export_deployed(cfg, model.eval(), output_dir)

@@ -1,0 +1,564 @@
+"""The deployed detector: a folder written by :func:`quant_mimic.deploy.export_deployed`, loaded and run.
+
+The folder holds ``deploy.json`` (test-time settings, anchors, input format, class names) and three
+frozen TorchScript networks, batch norm folded into their convs: ``backbone.ts`` (backbone + FPN),
+``rpn_head.ts`` (the RPN head's convs) and ``head.ts`` (Faster R-CNN: box head + predictor; R-FCN: the
+position-sensitive score-map convs). Everything between the networks runs here, batched over the images
+of a call, with fixed-size top-k and one NMS call per stage for all images:
+
+    images -> backbone.ts -> rpn_head.ts
+           -> per level: top-k anchors by objectness, decode, clip, drop small boxes
+           -> one NMS over (image, level) groups -> top POST_NMS_TOPK proposals per image
+           -> ROIAlign (FPN level per box) -> head.ts | PS-ROIAlign + voting (R-FCN)
+           -> softmax, decode, clip, score threshold -> top CANDIDATES per image
+           -> one NMS over (image, class) groups -> top DETECTIONS_PER_IMAGE per image
+
+Only torch, torchvision, numpy and Pillow are needed to load and run it (``detectron2.structures`` only
+to hand back ``Instances``): no model registry, no config, no training code. The results equal
+detectron2's ``GeneralizedRCNN.inference`` with the same settings, up to float rounding and the fixed
+number of candidates per image (see ``MODEL.DEPLOY``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torchvision.ops import batched_nms, nms, ps_roi_align, roi_align
+
+DEPLOY_FILE = "deploy.json"
+NETWORK_FILES = {"backbone": "backbone.ts", "rpn_head": "rpn_head.ts", "head": "head.ts"}
+ONNX_FILES = {"backbone": "backbone.onnx", "rpn_head": "rpn_head.onnx", "head": "head.onnx"}
+BACKENDS = ("auto", "torchscript", "onnxruntime")
+PARTS = ("backbone", "rpn", "roi_heads", "postprocess")
+FORMAT_VERSION = 1
+
+
+def grid_anchors(
+    cell_anchors: torch.Tensor, stride: int, offset: float, height: int, width: int
+) -> torch.Tensor:
+    """The anchors of one feature map, Tensor[height * width * A, 4] (XYXY, input pixels), in the RPN
+    head's output order (location-major, then the A cell anchors)."""
+    kwargs = {"dtype": torch.float32, "device": cell_anchors.device}
+    shifts_x = torch.arange(offset * stride, width * stride, step=stride, **kwargs)
+    shifts_y = torch.arange(offset * stride, height * stride, step=stride, **kwargs)
+    shift_y, shift_x = torch.meshgrid(shifts_y, shifts_x, indexing="ij")
+    shift_x, shift_y = shift_x.reshape(-1), shift_y.reshape(-1)
+    shifts = torch.stack((shift_x, shift_y, shift_x, shift_y), dim=1)
+    return (shifts.view(-1, 1, 4) + cell_anchors.view(1, -1, 4)).reshape(-1, 4)
+
+
+def decode_boxes(
+    deltas: torch.Tensor, boxes: torch.Tensor, weights: Sequence[float], scale_clamp: float
+) -> torch.Tensor:
+    """Apply (dx, dy, dw, dh) ``deltas`` Tensor[..., 4] to XYXY ``boxes`` Tensor[..., 4] (broadcast):
+    detectron2's ``Box2BoxTransform.apply_deltas`` on any batch shape."""
+    deltas = deltas.float()
+    boxes = boxes.to(deltas.dtype)
+    widths = boxes[..., 2] - boxes[..., 0]
+    heights = boxes[..., 3] - boxes[..., 1]
+    ctr_x = boxes[..., 0] + 0.5 * widths
+    ctr_y = boxes[..., 1] + 0.5 * heights
+    wx, wy, ww, wh = weights
+    dx, dy = deltas[..., 0] / wx, deltas[..., 1] / wy
+    dw = torch.clamp(deltas[..., 2] / ww, max=scale_clamp)
+    dh = torch.clamp(deltas[..., 3] / wh, max=scale_clamp)
+    pred_ctr_x = dx * widths + ctr_x
+    pred_ctr_y = dy * heights + ctr_y
+    pred_w = torch.exp(dw) * widths
+    pred_h = torch.exp(dh) * heights
+    return torch.stack(
+        (
+            pred_ctr_x - 0.5 * pred_w,
+            pred_ctr_y - 0.5 * pred_h,
+            pred_ctr_x + 0.5 * pred_w,
+            pred_ctr_y + 0.5 * pred_h,
+        ),
+        dim=-1,
+    )
+
+
+def clip_boxes(boxes: torch.Tensor, image_sizes: torch.Tensor) -> torch.Tensor:
+    """Clip XYXY ``boxes`` Tensor[B, ..., 4] to each image's (height, width) in ``image_sizes``
+    Tensor[B, 2]."""
+    shape = (-1,) + (1,) * (boxes.dim() - 2)
+    h = image_sizes[:, 0].to(boxes.dtype).view(shape)
+    w = image_sizes[:, 1].to(boxes.dtype).view(shape)
+    zero = boxes.new_zeros(())
+    x1 = boxes[..., 0].clamp(min=0).minimum(w).maximum(zero)
+    y1 = boxes[..., 1].clamp(min=0).minimum(h).maximum(zero)
+    x2 = boxes[..., 2].clamp(min=0).minimum(w).maximum(zero)
+    y2 = boxes[..., 3].clamp(min=0).minimum(h).maximum(zero)
+    return torch.stack((x1, y1, x2, y2), dim=-1)
+
+
+def grouped_nms(
+    boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, iou_threshold: float
+) -> torch.Tensor:
+    """NMS within each group, for all groups at once; entries whose score is -inf are never kept.
+    Returns the kept indices, by decreasing score.
+
+    CPU: those entries are dropped first (a boolean index waits on nothing there, and NMS time grows
+    with the square of its input), then ``torchvision.ops.batched_nms``. Other devices: the input keeps
+    its fixed size, and the groups are moved apart by an offset larger than any coordinate for one
+    ``torchvision.ops.nms`` call (``batched_nms``' own method for small inputs, which it replaces by a
+    loop over groups for large ones).
+    """
+    if boxes.device.type == "cpu":
+        idx = torch.nonzero(torch.isfinite(scores)).squeeze(1)
+        return idx[batched_nms(boxes[idx], scores[idx], groups[idx], iou_threshold)]
+    offsets = groups.to(boxes) * (boxes.max() + 1)
+    return nms(boxes + offsets[:, None], scores, iou_threshold)
+
+
+def keep_mask(keep: torch.Tensor, size: int) -> torch.Tensor:
+    """Bool Tensor[size], True at the indices ``keep``."""
+    mask = torch.zeros(size, dtype=torch.bool, device=keep.device)
+    return mask.index_fill_(0, keep, True)
+
+
+class DeployedDetector(nn.Module):
+    """Batched inference of a deployed two-stage detector (Faster R-CNN / R-FCN).
+
+    ``forward(images Tensor[B, C, H, W] normalised and padded, image_sizes Tensor[B, 2] (h, w) before
+    padding)`` returns fixed-size tensors: boxes Tensor[B, D, 4] (XYXY, network input pixels), scores
+    Tensor[B, D], classes Tensor[B, D] (int64) and valid Tensor[B, D] (bool: a detection, not padding),
+    D = ``DETECTIONS_PER_IMAGE``, best first. Nothing in it waits on the device.
+    """
+
+    def __init__(self, networks: dict[str, Any], spec: dict[str, Any]):
+        """``networks``: "backbone", "rpn_head" and "head", each a callable from tensors to a tuple of
+        tensors (TorchScript modules, or :class:`OnnxNetwork`)."""
+        super().__init__()
+        self.networks = nn.ModuleDict({k: v for k, v in networks.items() if isinstance(v, nn.Module)})
+        self.spec = spec
+        rpn = spec["rpn"]
+        self.num_levels = len(rpn["strides"])
+        self.register_buffer(
+            "cell_anchors_flat",
+            torch.tensor(sum(rpn["cell_anchors"], []), dtype=torch.float32),
+            persistent=False,
+        )
+        self.cell_anchor_counts = [len(a) for a in rpn["cell_anchors"]]
+        self._anchor_cache: dict[tuple, torch.Tensor] = {}
+        self.run: dict[str, Any] = dict(networks)  # CUDA graph runners after use_cuda_graphs
+
+    def use_cuda_graphs(self) -> None:
+        """Replay every network from CUDA graphs, one captured per input shape (CUDA only)."""
+        self.run = {name: CudaGraphRunner(net) for name, net in self.networks.items()}
+
+    def anchors(self, level: int, height: int, width: int) -> torch.Tensor:
+        """Anchors of ``level`` for a ``height`` x ``width`` feature map, cached per size."""
+        key = (level, height, width, self.cell_anchors_flat.device)
+        if key not in self._anchor_cache:
+            start = sum(self.cell_anchor_counts[:level])
+            cells = self.cell_anchors_flat[start : start + self.cell_anchor_counts[level]]
+            rpn = self.spec["rpn"]
+            self._anchor_cache[key] = grid_anchors(cells, rpn["strides"][level], rpn["offset"], height, width)
+        return self._anchor_cache[key]
+
+    def proposals(
+        self, logits: list[torch.Tensor], deltas: list[torch.Tensor], image_sizes: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """RPN outputs (per level: logits Tensor[B, A, h, w], deltas Tensor[B, A*4, h, w]) to proposals
+        Tensor[B, P, 4] and their validity Tensor[B, P] (P = POST_NMS_TOPK, or fewer anchors)."""
+        rpn = self.spec["rpn"]
+        batch = image_sizes.shape[0]
+        boxes, scores, levels = [], [], []
+        for level, (lg, dl) in enumerate(zip(logits, deltas)):
+            _, num_anchors, height, width = lg.shape
+            lg = lg.permute(0, 2, 3, 1).reshape(batch, -1).float()
+            dl = dl.view(batch, num_anchors, 4, height, width).permute(0, 3, 4, 1, 2).reshape(batch, -1, 4)
+            k = min(rpn["pre_nms_topk"], lg.shape[1])
+            top_scores, top_idx = lg.topk(k, dim=1)
+            top_deltas = dl.gather(1, top_idx.unsqueeze(-1).expand(-1, -1, 4))
+            anchors = self.anchors(level, height, width)[top_idx]
+            boxes.append(decode_boxes(top_deltas, anchors, rpn["box_weights"], rpn["scale_clamp"]))
+            scores.append(top_scores)
+            levels.append(torch.full((k,), level, dtype=torch.int64, device=lg.device))
+        boxes, scores, level_ids = torch.cat(boxes, 1), torch.cat(scores, 1), torch.cat(levels)
+        valid = torch.isfinite(boxes).all(-1) & torch.isfinite(scores)
+        boxes = clip_boxes(torch.where(valid.unsqueeze(-1), boxes, boxes.new_zeros(())), image_sizes)
+        size = rpn["min_box_size"]
+        valid &= ((boxes[..., 2] - boxes[..., 0]) > size) & ((boxes[..., 3] - boxes[..., 1]) > size)
+        scores = torch.where(valid, scores, scores.new_tensor(-math.inf))
+        per_image = scores.shape[1]
+        image_ids = torch.arange(batch, device=scores.device).repeat_interleave(per_image)
+        groups = image_ids * self.num_levels + level_ids.repeat(batch)
+        keep = grouped_nms(boxes.reshape(-1, 4), scores.reshape(-1), groups, rpn["nms_thresh"])
+        kept = keep_mask(keep, scores.numel()).view(batch, per_image) & valid
+        scores = torch.where(kept, scores, scores.new_tensor(-math.inf))
+        top_scores, top_idx = scores.topk(min(rpn["post_nms_topk"], per_image), dim=1)
+        return boxes.gather(1, top_idx.unsqueeze(-1).expand(-1, -1, 4)), torch.isfinite(top_scores)
+
+    def pool(self, features: list[torch.Tensor], rois: torch.Tensor) -> torch.Tensor:
+        """ROIAlign of ``rois`` Tensor[N, 5] (batch index, XYXY) from the FPN level each box belongs to
+        (detectron2's ``ROIPooler``: level = floor(4 + log2(sqrt(area) / 224)), clamped)."""
+        pooler = self.spec["roi"]["pooler"]
+        resolution, ratio, aligned = pooler["resolution"], pooler["sampling_ratio"], pooler["aligned"]
+        if len(features) == 1:
+            return roi_align(features[0], rois, resolution, pooler["scales"][0], ratio, aligned)
+        min_level = -math.log2(pooler["scales"][0])
+        max_level = -math.log2(pooler["scales"][-1])
+        boxes = rois[:, 1:]
+        sizes = torch.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+        level = torch.floor(
+            pooler["canonical_level"] + torch.log2(sizes / pooler["canonical_box_size"] + 1e-8)
+        )
+        level = (level.clamp(min=min_level, max=max_level) - min_level).to(torch.int64)
+        if rois.device.type != "cpu":  # every level pools every box, and each box keeps its own level's
+            pooled = [
+                roi_align(x, rois, resolution, s, ratio, aligned) for x, s in zip(features, pooler["scales"])
+            ]
+            return torch.stack(pooled).gather(0, level.view(1, -1, 1, 1, 1).expand(1, *pooled[0].shape))[0]
+        output = features[0].new_zeros((rois.shape[0], features[0].shape[1], resolution, resolution))
+        for i, (x, scale) in enumerate(zip(features, pooler["scales"])):
+            idx = torch.nonzero(level == i).squeeze(1)  # on the CPU, a boolean index waits on nothing
+            output.index_put_((idx,), roi_align(x, rois[idx], resolution, scale, ratio, aligned))
+        return output
+
+    def box_predictions(
+        self, features: dict[str, torch.Tensor], proposals: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class logits Tensor[B*P, K+1] and box deltas Tensor[B*P, 4 or 4K] of the proposals."""
+        batch, num = proposals.shape[:2]
+        image_ids = torch.arange(batch, device=proposals.device, dtype=proposals.dtype)
+        rois = torch.cat([image_ids.repeat_interleave(num).unsqueeze(1), proposals.reshape(-1, 4)], dim=1)
+        roi = self.spec["roi"]
+        maps = [features[f] for f in roi["in_features"]]
+        rois = rois.to(maps[0].dtype)
+        if roi["kind"] == "fast_rcnn":
+            logits, deltas = self.run["head"](self.pool(maps, rois))
+        else:
+            cls_maps, box_maps = self.run["head"](maps[0])
+            rfcn = roi["rfcn"]
+            args = (rfcn["pool_size"], rfcn["spatial_scale"], rfcn["sampling_ratio"])
+            logits = ps_roi_align(cls_maps, rois, *args).mean(dim=(2, 3))
+            deltas = ps_roi_align(box_maps, rois, *args).mean(dim=(2, 3))
+        return logits.float(), deltas.float()
+
+    def detections(
+        self,
+        logits: torch.Tensor,
+        deltas: torch.Tensor,
+        proposals: torch.Tensor,
+        proposal_valid: torch.Tensor,
+        image_sizes: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Detectron2's ``fast_rcnn_inference`` for all images at once, with fixed sizes."""
+        roi = self.spec["roi"]
+        batch, num = proposals.shape[:2]
+        num_classes = roi["num_classes"]
+        scores = torch.softmax(logits, dim=-1)[:, :num_classes].reshape(batch, num, num_classes)
+        boxes = decode_boxes(
+            deltas.view(batch, num, -1, 4), proposals.unsqueeze(2), roi["box_weights"], roi["scale_clamp"]
+        )
+        finite = torch.isfinite(boxes).flatten(2).all(-1) & torch.isfinite(scores).all(-1)
+        boxes = clip_boxes(boxes, image_sizes).expand(-1, -1, num_classes, -1)
+        keep = (scores > roi["score_thresh"]) & (finite & proposal_valid).unsqueeze(-1)
+        scores = torch.where(keep, scores, scores.new_tensor(-math.inf)).reshape(batch, -1)
+        top_scores, top_idx = scores.topk(min(roi["candidates_per_image"], scores.shape[1]), dim=1)
+        top_boxes = boxes.reshape(batch, -1, 4).gather(1, top_idx.unsqueeze(-1).expand(-1, -1, 4))
+        classes = top_idx % num_classes
+        per_image = top_scores.shape[1]
+        image_ids = torch.arange(batch, device=scores.device).repeat_interleave(per_image)
+        groups = image_ids * num_classes + classes.reshape(-1)
+        nms_keep = grouped_nms(top_boxes.reshape(-1, 4), top_scores.reshape(-1), groups, roi["nms_thresh"])
+        kept = keep_mask(nms_keep, top_scores.numel()).view(batch, per_image) & torch.isfinite(top_scores)
+        top_scores = torch.where(kept, top_scores, top_scores.new_tensor(-math.inf))
+        final_scores, final_idx = top_scores.topk(min(roi["detections_per_image"], per_image), dim=1)
+        final_boxes = top_boxes.gather(1, final_idx.unsqueeze(-1).expand(-1, -1, 4))
+        return final_boxes, final_scores, classes.gather(1, final_idx), torch.isfinite(final_scores)
+
+    def forward(
+        self, images: torch.Tensor, image_sizes: torch.Tensor, lap: Callable[[str], None] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``lap(part)``, if given, is called after each part of :data:`PARTS` (for timing)."""
+        lap = lap or (lambda part: None)
+        features = dict(zip(self.spec["features"], self.run["backbone"](images)))
+        lap("backbone")
+        rpn_out = self.run["rpn_head"](*[features[f] for f in self.spec["rpn"]["in_features"]])
+        logits, deltas = rpn_out[: self.num_levels], rpn_out[self.num_levels :]
+        proposals, valid = self.proposals(list(logits), list(deltas), image_sizes)
+        lap("rpn")
+        cls_logits, box_deltas = self.box_predictions(features, proposals)
+        lap("roi_heads")
+        detections = self.detections(cls_logits, box_deltas, proposals, valid, image_sizes)
+        lap("postprocess")
+        return detections
+
+
+class OnnxNetwork:
+    """One network of a deployed folder run by ONNX Runtime on the CPU, with torch's thread count:
+    ``network(*tensors) -> tuple of tensors``."""
+
+    def __init__(self, path: Path):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        feeds = {name: x.detach().contiguous().numpy() for name, x in zip(self.input_names, inputs)}
+        return tuple(torch.from_numpy(y) for y in self.session.run(None, feeds))
+
+
+def choose_backend(backend: str, spec: dict[str, Any], device: torch.device) -> str:
+    """The backend that runs a deployed folder's networks (see ``DeployedPredictor``)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend {backend!r} is not one of {BACKENDS}.")
+    if backend == "onnxruntime" and (device.type != "cpu" or not spec.get("onnx")):
+        raise ValueError("The onnxruntime backend runs on the CPU, from a folder that has ONNX networks.")
+    if backend != "auto":
+        return backend
+    if device.type == "cpu" and spec.get("onnx") and importlib.util.find_spec("onnxruntime") is not None:
+        return "onnxruntime"
+    return "torchscript"
+
+
+class CudaGraphRunner:
+    """Run a module with static-shape inputs from CUDA graphs, one captured per input shape and dtype.
+
+    The outputs are the graph's static tensors: they are overwritten by the next call, so consume them
+    (the detector's post-processing does) before calling again.
+    """
+
+    def __init__(self, module: nn.Module, warmup: int = 3):
+        self.module = module
+        self.warmup = warmup
+        self.graphs: dict[tuple, tuple[Any, tuple, tuple]] = {}
+
+    def __call__(self, *inputs: torch.Tensor) -> tuple:
+        key = tuple((tuple(x.shape), x.dtype, x.device) for x in inputs)
+        if key not in self.graphs:
+            static_in = tuple(x.clone() for x in inputs)
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(self.warmup):
+                    self.module(*static_in)
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_out = self.module(*static_in)
+            self.graphs[key] = (graph, static_in, static_out)
+        graph, static_in, static_out = self.graphs[key]
+        for static, x in zip(static_in, inputs):
+            static.copy_(x)
+        graph.replay()
+        return static_out
+
+
+def resized_shape(height: int, width: int, short_edge: int, max_size: int) -> tuple[int, int]:
+    """(height, width) after detectron2's ``ResizeShortestEdge(short_edge, max_size)``."""
+    scale = short_edge / min(height, width)
+    new_h, new_w = (short_edge, scale * width) if height < width else (scale * height, short_edge)
+    if max(new_h, new_w) > max_size:
+        scale = max_size / max(new_h, new_w)
+        new_h, new_w = new_h * scale, new_w * scale
+    return int(new_h + 0.5), int(new_w + 0.5)
+
+
+def to_model_format(image: np.ndarray, input_format: str) -> np.ndarray:
+    """A uint8 BGR image array[H, W, 3] (``cv2.imread``) in the model's INPUT.FORMAT ("BGR", "RGB" or
+    "L": array[H, W, 1], PIL's luma, as detectron2's ``read_image`` gives). A 2-D array is taken as gray."""
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    if input_format == "BGR":
+        return image
+    rgb = np.ascontiguousarray(image[:, :, ::-1])
+    if input_format == "RGB":
+        return rgb
+    if input_format == "L":
+        return np.asarray(Image.fromarray(rgb).convert("L"))[:, :, None]
+    raise ValueError(
+        f"INPUT.FORMAT {input_format!r} is not supported by the deployed predictor: use BGR, RGB or L."
+    )
+
+
+class DeployedPredictor:
+    """Load a deployed folder and predict: detectron2's ``DefaultPredictor``, for batches.
+
+    ``predictor(image)`` takes one uint8 BGR array[H, W, 3] and returns ``{"instances": Instances}`` (as
+    ``DefaultPredictor``); ``predictor.predict(images)`` takes a list of them, of any sizes, and runs them
+    as one batch; ``predictor.model(batched_inputs)`` is a detectron2-style model (a list of
+    ``{"image": Tensor[C, H, W] in the model's format, "height", "width"}``, as a test data loader
+    gives) for ``inference_on_dataset``. Boxes are in the input images' coordinates.
+    """
+
+    def __init__(
+        self,
+        folder: str | Path,
+        device: str = "cpu",
+        *,
+        cuda_graphs: bool = False,
+        half: bool = False,
+        optimize: bool = False,
+        backend: str = "auto",
+    ):
+        """
+        Args:
+            folder: written by ``export_deployed`` (``python -m quant_mimic_tools.deploy``).
+            device: "cpu" or "cuda[:i]".
+            cuda_graphs: replay the networks' convolutions from CUDA graphs (CUDA only).
+            half: run the networks in float16 (CUDA only); boxes and scores stay float32.
+            optimize: ``torch.jit.optimize_for_inference`` on the TorchScript networks (CPU).
+            backend: "torchscript", "onnxruntime" (CPU; the folder's ``*.onnx`` networks) or "auto":
+                ONNX Runtime on the CPU where it is installed and the folder has ONNX networks (the faster
+                of the two on these CPUs, see the README), else TorchScript.
+        """
+        folder = Path(folder)
+        self.spec = load_spec(folder)
+        self.device = torch.device(device)
+        if (cuda_graphs or half) and self.device.type != "cuda":
+            raise ValueError("cuda_graphs and half need a CUDA device.")
+        self.backend = choose_backend(backend, self.spec, self.device)
+        networks: dict[str, Any] = {}
+        for name, file in NETWORK_FILES.items():
+            if self.backend == "onnxruntime":
+                networks[name] = OnnxNetwork(folder / ONNX_FILES[name])
+                continue
+            net = torch.jit.load(str(folder / file), map_location=self.device)
+            if half:
+                net = net.half()
+            if optimize and self.device.type == "cpu":
+                net = torch.jit.optimize_for_inference(net)
+            networks[name] = net
+        self.dtype = torch.float16 if half else torch.float32
+        self.detector = DeployedDetector(networks, self.spec).to(self.device).eval()
+        if cuda_graphs:
+            self.detector.use_cuda_graphs()
+        inp = self.spec["input"]
+        self.input_format = inp["format"]
+        self.pixel_mean = torch.tensor(inp["pixel_mean"], device=self.device).view(-1, 1, 1)
+        self.pixel_std = torch.tensor(inp["pixel_std"], device=self.device).view(-1, 1, 1)
+        self.metadata = {"thing_classes": self.spec["classes"]}
+
+    def batch(self, images: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalise and zero-pad Tensor[C, H, W] images (model format, 0-255) into one
+        Tensor[B, C, H', W'] (H', W' multiples of the backbone's size divisibility) and their sizes."""
+        sizes = torch.tensor([list(im.shape[-2:]) for im in images], dtype=torch.int64)
+        height, width = self.padded_size(*sizes.max(0).values.tolist())
+        out = torch.zeros((len(images), images[0].shape[0], height, width), device=self.device)
+        for i, im in enumerate(images):
+            out[i, :, : im.shape[-2], : im.shape[-1]] = (
+                im.to(self.device).float() - self.pixel_mean
+            ) / self.pixel_std
+        return out.to(self.dtype), sizes.to(self.device)
+
+    @torch.no_grad()
+    def model(self, batched_inputs: Sequence[dict], lap: Callable[[str], None] | None = None) -> list[dict]:
+        """Detectron2-style inference: ``[{"image", "height", "width"}] -> [{"instances": Instances}]``.
+        ``lap(part)`` is called after each part (see ``DeployedDetector.forward``; "preprocess" too)."""
+        images = [x["image"] for x in batched_inputs]
+        results: list[dict] = [{} for _ in images]
+        for group in self.size_groups(images):
+            tensor, sizes = self.batch([images[i] for i in group])
+            if lap is not None:
+                lap("preprocess")
+            outputs = self.detector(tensor, sizes, lap)
+            boxes, scores, classes, valid = (t.cpu() for t in outputs)  # the one wait for the device
+            for j, i in enumerate(group):
+                in_h, in_w = images[i].shape[-2:]
+                out_size = (batched_inputs[i].get("height", in_h), batched_inputs[i].get("width", in_w))
+                instances = to_instances(boxes[j], scores[j], classes[j], valid[j], (in_h, in_w), out_size)
+                results[i] = {"instances": instances}
+        return results
+
+    def padded_size(self, height: int, width: int) -> tuple[int, int]:
+        """The network input size of a ``height`` x ``width`` image (padded to the size divisibility)."""
+        divisor = max(self.spec["input"]["size_divisibility"], 1)
+        return math.ceil(height / divisor) * divisor, math.ceil(width / divisor) * divisor
+
+    def size_groups(self, images: Sequence[torch.Tensor]) -> list[list[int]]:
+        """Indices of ``images`` grouped by padded size, each group one batch. Padding an image further
+        than its own padded size would change its features near the border (the folded biases make the
+        padding non-zero after the first conv), so images of one padded size run together and the
+        results equal those of one image at a time."""
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, im in enumerate(images):
+            groups.setdefault(self.padded_size(*im.shape[-2:]), []).append(i)
+        return list(groups.values())
+
+    def preprocess(self, image: np.ndarray) -> dict:
+        """One uint8 BGR image to the model's input dict (format, test-time resize, Tensor[C, H, W])."""
+        height, width = image.shape[:2]
+        image = to_model_format(image, self.input_format)
+        inp = self.spec["input"]
+        new_h, new_w = resized_shape(height, width, inp["min_size_test"], inp["max_size_test"])
+        if (new_h, new_w) != (height, width):
+            pil = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image)
+            image = np.asarray(pil.resize((new_w, new_h), Image.BILINEAR))
+            image = image[:, :, None] if image.ndim == 2 else image
+        tensor = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)).astype("float32"))
+        return {"image": tensor, "height": height, "width": width}
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[dict]:
+        """A batch of uint8 BGR images of any sizes -> one ``{"instances": Instances}`` each."""
+        return self.model([self.preprocess(im) for im in images])
+
+    def __call__(self, image: np.ndarray) -> dict:
+        return self.predict([image])[0]
+
+    def as_module(self) -> nn.Module:
+        """:meth:`model` as an ``nn.Module`` (what detectron2's ``inference_on_dataset`` takes)."""
+        return _PredictorModule(self)
+
+
+class _PredictorModule(nn.Module):
+    def __init__(self, predictor: DeployedPredictor):
+        super().__init__()
+        self.predictor = predictor
+
+    def forward(self, batched_inputs: Sequence[dict]) -> list[dict]:
+        return self.predictor.model(batched_inputs)
+
+
+def to_instances(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    classes: torch.Tensor,
+    valid: torch.Tensor,
+    input_size: tuple[int, int],
+    output_size: tuple[int, int],
+):
+    """One image's fixed-size outputs as detectron2 ``Instances`` in ``output_size`` coordinates
+    (``detector_postprocess``: rescale, clip, drop empty boxes)."""
+    from detectron2.structures import Boxes, Instances
+
+    scale_y, scale_x = output_size[0] / input_size[0], output_size[1] / input_size[1]
+    boxes = boxes[valid] * boxes.new_tensor([scale_x, scale_y, scale_x, scale_y])
+    boxes = clip_boxes(boxes.unsqueeze(0), torch.tensor([list(output_size)]))[0]
+    nonempty = ((boxes[:, 2] - boxes[:, 0]) > 0) & ((boxes[:, 3] - boxes[:, 1]) > 0)
+    result = Instances(tuple(output_size))
+    result.pred_boxes = Boxes(boxes[nonempty])
+    result.scores = scores[valid][nonempty]
+    result.pred_classes = classes[valid][nonempty]
+    return result
+
+
+def load_spec(folder: str | Path) -> dict[str, Any]:
+    """``deploy.json`` of a deployed folder, checked."""
+    path = Path(folder) / DEPLOY_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} does not exist: {folder} is not a deployed model; write one with "
+            "`python -m quant_mimic_tools.deploy --config-file ... --output DIR`."
+        )
+    spec = json.loads(path.read_text())
+    if spec.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{path} has format version {spec.get('format_version')}, this runtime reads {FORMAT_VERSION}: "
+            "deploy the model again with this version."
+        )
+    return spec

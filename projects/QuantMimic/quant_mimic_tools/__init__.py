@@ -1,0 +1,13 @@
+"""QuantMimic's commands, kept apart from the library ``quant_mimic`` (as detectron2 keeps tools/ apart
+from detectron2/). Each runs as ``python -m quant_mimic_tools.<command>``:
+
+    pipeline       the main job: teachers -> students on the built-in data set, results table and report
+    benchmark      cost: training steps of scratch vs mimic/QM, and teacher vs student inference
+    convert        torchvision ImageNet checkpoints -> weights of this project's backbones
+    feature_stats  what a quantizer stride does to a trained model's features
+    collect_env    versions, where detectron2 came from, missing compiled ops
+
+Also here: ``report`` (the main job's model-zoo table, pictures and index page) and ``results`` (the
+run readers and table formatting that the pipeline and the report share). ``quant_mimic`` never
+imports this package.
+"""

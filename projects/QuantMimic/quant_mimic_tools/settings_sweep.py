@@ -1,0 +1,132 @@
+"""AP against latency of a trained detector's deployed form over a grid of test-time settings.
+
+    python -m quant_mimic_tools.settings_sweep --config-file output/shapes/student_R18_16_FPN_scratch/config.yaml \\
+        --weights output/shapes/student_R18_16_FPN_scratch/model_final.pth [--sizes 192 600] [--json F]
+
+For each setting (RPN pre-NMS top-k per level / post-NMS top-k per image / candidates before the final
+NMS / detections per image), the deployed model is written to a temporary folder, its COCO box AP is
+measured on DATASETS.TEST[0] with detectron2's COCOEvaluator, and its median latency on one random image
+at each of ``--sizes`` (CPU, ``--threads`` threads). The first row is the config's own setting. This is
+the table that chose the tiny models' test-time settings in the configs (README, "Deployment").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+
+from quant_mimic.errors import QuantMimicInputError
+
+# (pre-NMS top-k per level, post-NMS top-k, candidates per image, detections per image)
+DEFAULT_GRID = [
+    (1000, 1000, 100000, 100),
+    (500, 300, 1000, 100),
+    (200, 100, 1000, 100),
+    (100, 100, 300, 100),
+    (100, 50, 200, 50),
+    (50, 50, 100, 50),
+    (50, 25, 100, 25),
+    (25, 25, 50, 25),
+]
+KEYS = (
+    "MODEL.RPN.PRE_NMS_TOPK_TEST",
+    "MODEL.RPN.POST_NMS_TOPK_TEST",
+    "MODEL.DEPLOY.CANDIDATES_PER_IMAGE",
+    "TEST.DETECTIONS_PER_IMAGE",
+)
+
+
+def evaluate(predictor, cfg) -> dict:
+    """COCO box metrics of a deployed predictor on ``cfg.DATASETS.TEST[0]``."""
+    from detectron2.data import build_detection_test_loader
+    from detectron2.evaluation import COCOEvaluator, inference_on_dataset
+
+    dataset = cfg.DATASETS.TEST[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        evaluator = COCOEvaluator(dataset, output_dir=tmp)
+        return inference_on_dataset(
+            predictor.as_module(), build_detection_test_loader(cfg, dataset), evaluator
+        )
+
+
+def sweep(args: argparse.Namespace) -> list[dict]:
+    import torch
+
+    import quant_mimic  # noqa: F401  (registers the project's models and data sets)
+    from quant_mimic.analysis import deployed_latency
+    from quant_mimic.deploy import DeployedPredictor, build_and_export
+    from quant_mimic.engine.setup import build_config, check_weights
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    base = build_config(args.config_file, ["MODEL.WEIGHTS", args.weights, "MODEL.DEVICE", "cpu"])
+    check_weights(base.MODEL.WEIGHTS)
+    own = (
+        base.MODEL.RPN.PRE_NMS_TOPK_TEST,
+        base.MODEL.RPN.POST_NMS_TOPK_TEST,
+        base.MODEL.DEPLOY.CANDIDATES_PER_IMAGE,
+        base.TEST.DETECTIONS_PER_IMAGE,
+    )
+    rows = []
+    for setting in [own] + [g for g in DEFAULT_GRID if g != own]:
+        cfg = base.clone()
+        cfg.defrost()
+        cfg.merge_from_list([v for pair in zip(KEYS, setting) for v in pair])
+        with tempfile.TemporaryDirectory() as tmp:
+            predictor = DeployedPredictor(build_and_export(cfg, tmp), optimize=args.optimize)
+            metrics = evaluate(predictor, cfg)["bbox"]
+            latency = {
+                str(size): deployed_latency(predictor, size, size, repeats=args.repeats)["latency_ms"][
+                    "total"
+                ]
+                for size in args.sizes
+            }
+        row = {
+            "setting": dict(zip(KEYS, setting)),
+            "AP": metrics["AP"],
+            "AP50": metrics["AP50"],
+            "latency_ms": latency,
+        }
+        rows.append(row)
+        print(format_row(row, args.sizes), flush=True)
+    return rows
+
+
+def format_row(row: dict, sizes) -> str:
+    s = row["setting"]
+    cells = [s[k] for k in KEYS] + [f"{row['AP']:.1f}", f"{row['AP50']:.1f}"]
+    cells += [f"{row['latency_ms'][str(size)]:.1f}" for size in sizes]
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="settings_sweep", description=__doc__.splitlines()[0])
+    parser.add_argument("--config-file", required=True, metavar="FILE")
+    parser.add_argument("--weights", required=True)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[192, 600], help="latency image sizes (px)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed passes per size")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (0: torch's default)")
+    parser.add_argument(
+        "--no-optimize", dest="optimize", action="store_false", help="no optimize_for_inference"
+    )
+    parser.add_argument("--json", metavar="FILE", help="also write the rows to FILE")
+    args = parser.parse_args(argv)
+    header = "| pre-NMS | post-NMS | candidates | detections | AP | AP50 | " + " | ".join(
+        f"{s} px ms" for s in args.sizes
+    )
+    print(header + " |")
+    print("|" + "---|" * (6 + len(args.sizes)))
+    try:
+        rows = sweep(args)
+    except QuantMimicInputError as e:
+        print(f"settings_sweep: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,258 @@
+"""The deployed form (quant_mimic.deploy): folding, the batched runtime against detectron2's own parts and
+against the eager model, batches, a fresh process, the command, and CUDA paths where CUDA is present."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import CONFIGS, PROJECT, STUDENT_CONFIG
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import MetadataCatalog
+from detectron2.data import transforms as T
+from detectron2.layers import Conv2d
+from detectron2.modeling import build_model
+from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
+from detectron2.modeling.box_regression import Box2BoxTransform
+from torch import nn
+
+from quant_mimic.deploy import DeployedPredictor, export_deployed, fold_batch_norm
+from quant_mimic.deploy.runtime import DEPLOY_FILE, decode_boxes, grid_anchors, resized_shape
+from quant_mimic.engine import build_config
+from quant_mimic_tools.deploy import main as deploy_main
+
+CPU = ["MODEL.DEVICE", "cpu"]
+RUNTIME = PROJECT / "quant_mimic" / "deploy" / "runtime.py"
+
+
+def randomize_batch_norm(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BatchNorm non-trivial statistics and affine values, so that folding has work to do."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                c = m.num_features
+                m.running_mean.copy_(torch.rand(c, generator=generator) - 0.5)
+                m.running_var.copy_(torch.rand(c, generator=generator) * 1.5 + 0.5)
+                m.weight.copy_(torch.rand(c, generator=generator) + 0.5)
+                m.bias.copy_(torch.rand(c, generator=generator) * 0.4 - 0.2)
+    return model
+
+
+def random_model(config, seed: int = 0, batch_norm: bool = True):
+    cfg = build_config(str(config), CPU)
+    torch.manual_seed(seed)
+    model = build_model(cfg)
+    return cfg, (randomize_batch_norm(model, seed) if batch_norm else model).eval()
+
+
+def images(sizes, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in sizes]
+
+
+def assert_same_detections(eager, deployed, top: int = 20, atol: float = 0.5) -> None:
+    """Same number of detections; the ``top`` best have the same classes, boxes within ``atol`` px."""
+    assert len(eager) == len(deployed) > 0
+    n = min(top, len(eager))
+    assert torch.equal(eager.pred_classes[:n], deployed.pred_classes[:n])
+    torch.testing.assert_close(deployed.pred_boxes.tensor[:n], eager.pred_boxes.tensor[:n], atol=atol, rtol=0)
+    torch.testing.assert_close(deployed.scores[:n], eager.scores[:n], atol=1e-4, rtol=0)
+
+
+def test_folding_batch_norm_keeps_the_outputs_and_removes_the_norms():
+    torch.manual_seed(0)
+    conv = Conv2d(3, 8, 3, padding=1, bias=False, norm=nn.BatchNorm2d(8))
+    model = randomize_batch_norm(nn.Sequential(conv, Conv2d(8, 4, 1, norm=nn.GroupNorm(2, 4)))).eval()
+    x = torch.randn(2, 3, 9, 9)
+    folded, count = fold_batch_norm(model)
+    assert count == 1  # GroupNorm depends on its input: it stays
+    assert folded[0].norm is None and isinstance(folded[1].norm, nn.GroupNorm)
+    assert model[0].norm is not None  # the original is untouched
+    torch.testing.assert_close(folded(x), model(x), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="eval-mode"):
+        fold_batch_norm(model.train())
+
+
+@pytest.mark.parametrize("size", [(6, 7), (48, 48)])
+def test_anchors_equal_detectron2s_anchor_generator(size):
+    generator = DefaultAnchorGenerator(
+        sizes=[[12, 24]], aspect_ratios=[[0.5, 1.0, 2.0]], strides=[4], offset=0.0
+    )
+    feature = torch.zeros(1, 1, *size)
+    expected = generator([feature])[0].tensor
+    ours = grid_anchors(list(generator.cell_anchors)[0], 4, 0.0, *size)
+    torch.testing.assert_close(ours, expected, atol=0, rtol=0)
+
+
+def test_box_decoding_equals_box2box_transform_for_class_specific_deltas():
+    transform = Box2BoxTransform(weights=(10.0, 10.0, 5.0, 5.0))
+    generator = torch.Generator().manual_seed(0)
+    boxes = torch.rand(7, 2, generator=generator) * 100
+    boxes = torch.cat([boxes, boxes + torch.rand(7, 2, generator=generator) * 50 + 1], dim=1)
+    deltas = torch.randn(7, 3 * 4, generator=generator) * 2
+    deltas[0, 2] = 100.0  # beyond the scale clamp
+    expected = transform.apply_deltas(deltas, boxes).view(7, 3, 4)
+    ours = decode_boxes(deltas.view(7, 3, 4), boxes.unsqueeze(1), transform.weights, transform.scale_clamp)
+    torch.testing.assert_close(ours, expected)
+
+
+@pytest.mark.parametrize("shape", [(192, 192), (100, 300), (480, 640), (1000, 50)])
+def test_test_time_resize_equals_resize_shortest_edge(shape):
+    image = np.zeros((*shape, 3), dtype=np.uint8)
+    transform = T.ResizeShortestEdge(192, 320).get_transform(image)
+    expected = (transform.new_h, transform.new_w) if hasattr(transform, "new_h") else shape
+    assert resized_shape(*shape, 192, 320) == expected
+
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory):
+    """A random-weight student (non-trivial batch norm) and its deployed folder."""
+    cfg, model = random_model(STUDENT_CONFIG)
+    folder = export_deployed(cfg, model, tmp_path_factory.mktemp("deployed") / "student")
+    return cfg, model, folder
+
+
+@pytest.mark.parametrize(
+    "config, batch_norm",
+    [
+        (STUDENT_CONFIG, True),
+        # Quantized ReLU on the FPN outputs: folding's float rounding moves a value that sits on a code
+        # boundary by a whole code, and random weights give near-tied scores, so this case keeps
+        # detectron2's initial statistics (folding is then exact); trained teachers are compared by AP.
+        (CONFIGS / "shapes" / "teacher_R18_2_FPN_quant.yaml", False),
+        (CONFIGS / "shapes" / "student_VGG32_RFCN_scratch.yaml", True),  # R-FCN, grayscale, one feature map
+    ],
+    ids=["student-fpn", "quantized-teacher", "rfcn-gray"],
+)
+def test_deployed_detections_match_the_eager_model(config, batch_norm, tmp_path):
+    cfg, model = random_model(config, batch_norm=batch_norm)
+    folder = export_deployed(cfg, model, tmp_path / "deployed")
+    for backend in ("torchscript", "onnxruntime"):
+        predictor = DeployedPredictor(folder, backend=backend)
+        assert predictor.backend == backend
+        for image in images([(192, 192), (150, 230)]):
+            inputs = predictor.preprocess(image)
+            with torch.no_grad():
+                eager = model([inputs])[0]["instances"]
+            deployed = predictor.model([inputs])[0]["instances"]
+            assert deployed.image_size == eager.image_size == image.shape[:2]
+            assert_same_detections(eager, deployed)
+
+
+def test_without_onnx_the_folder_has_torchscript_only_and_still_runs(student, tmp_path, monkeypatch):
+    cfg, model, _ = student
+
+    def no_onnx(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'onnx'")
+
+    monkeypatch.setattr(torch.onnx, "export", no_onnx)
+    folder = export_deployed(cfg, model, tmp_path / "deployed")
+    assert json.loads((folder / DEPLOY_FILE).read_text())["onnx"] is False
+    assert not list(folder.glob("*.onnx")) and (folder / "backbone.ts").is_file()
+    predictor = DeployedPredictor(folder)
+    assert predictor.backend == "torchscript"
+    with pytest.raises(ValueError, match="ONNX networks"):
+        DeployedPredictor(folder, backend="onnxruntime")
+    assert len(predictor(images([(192, 192)])[0])["instances"]) > 0
+
+
+def test_a_batch_of_different_sizes_gives_the_results_of_one_image_at_a_time(student):
+    _, _, folder = student
+    predictor = DeployedPredictor(folder)
+    batch = images([(192, 192), (150, 230), (192, 192), (64, 90)], seed=1)
+    together = predictor.predict(batch)
+    for image, result in zip(batch, together):
+        alone = predictor(image)["instances"]
+        result = result["instances"]
+        assert result.image_size == image.shape[:2]
+        assert len(result) == len(alone) > 0
+        torch.testing.assert_close(result.pred_boxes.tensor, alone.pred_boxes.tensor, atol=1e-3, rtol=0)
+        assert torch.equal(result.pred_classes, alone.pred_classes)
+
+
+def test_the_deployed_folder_holds_the_test_time_settings(student):
+    cfg, _, folder = student
+    spec = json.loads((folder / DEPLOY_FILE).read_text())
+    assert spec["rpn"]["pre_nms_topk"] == cfg.MODEL.RPN.PRE_NMS_TOPK_TEST
+    assert spec["rpn"]["post_nms_topk"] == cfg.MODEL.RPN.POST_NMS_TOPK_TEST
+    assert spec["roi"]["detections_per_image"] == cfg.TEST.DETECTIONS_PER_IMAGE
+    assert spec["roi"]["score_thresh"] == cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST
+    assert spec["roi"]["candidates_per_image"] == cfg.MODEL.DEPLOY.CANDIDATES_PER_IMAGE
+    assert spec["classes"] == MetadataCatalog.get(cfg.DATASETS.TEST[0]).thing_classes
+    assert (folder / "backbone.ts").is_file() and (folder / "head.ts").is_file()
+
+
+def test_a_deployed_model_loads_in_a_fresh_process_without_the_project(student):
+    """runtime.py is loaded on its own: no quant_mimic package, no detectron2 modeling or config."""
+    _, model, folder = student
+    image = images([(192, 192)])[0]
+    np.save(folder.parent / "image.npy", image)
+    code = f"""
+import importlib.util, json, sys, numpy as np
+spec = importlib.util.spec_from_file_location("qm_runtime", {str(RUNTIME)!r})
+runtime = importlib.util.module_from_spec(spec); spec.loader.exec_module(runtime)
+out = runtime.DeployedPredictor({str(folder)!r})(np.load({str(folder.parent / "image.npy")!r}))["instances"]
+loaded = sorted(m for m in sys.modules if m.startswith(("quant_mimic", "detectron2.modeling", "detectron2.config")))
+print(json.dumps({{"count": len(out), "first": out.pred_boxes.tensor[0].tolist(), "loaded": loaded}}))
+"""
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd="/")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["loaded"] == [], "the runtime imported training code"
+    with torch.no_grad():
+        eager = model([DeployedPredictor(folder).preprocess(image)])[0]["instances"]
+    assert result["count"] == len(eager)
+    torch.testing.assert_close(torch.tensor(result["first"]), eager.pred_boxes.tensor[0], atol=0.5, rtol=0)
+
+
+def run_deploy(args: list[str], capsys) -> tuple[int, list[str]]:
+    """``python -m quant_mimic_tools.deploy ARGS`` in this process: exit code and stderr lines."""
+    try:
+        deploy_main(args)
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+def test_the_deploy_command_writes_a_folder_and_never_replaces_one(student, tmp_path, capsys):
+    _, model, _ = student
+    weights = tmp_path / "student.pth"
+    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("student")
+    out = tmp_path / "deployed"
+    args = ["--config-file", str(STUDENT_CONFIG), "--weights", str(weights), "--output", str(out)]
+    assert run_deploy([*args, "MODEL.RPN.POST_NMS_TOPK_TEST", "77"], capsys) == (0, [])
+    assert json.loads((out / DEPLOY_FILE).read_text())["rpn"]["post_nms_topk"] == 77
+    before = (out / "backbone.ts").read_bytes()
+    code, err = run_deploy(args, capsys)
+    assert (code, err) == (
+        2,
+        [f"deploy: error: {out} already holds a deployed model: pass --force to replace it."],
+    )
+    assert (out / "backbone.ts").read_bytes() == before
+    missing = ["--config-file", str(STUDENT_CONFIG), "--weights", str(tmp_path / "nope.pth")]
+    code, err = run_deploy([*missing, "--output", str(tmp_path / "x")], capsys)
+    assert code == 2 and len(err) == 1 and "nope.pth" in err[0]
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graphs_and_half_precision_match_the_cpu(student):
+    _, _, folder = student
+    batch = images([(192, 192), (192, 192)])
+    cpu = DeployedPredictor(folder).predict(batch)
+    for kwargs in ({}, {"cuda_graphs": True}, {"half": True}):
+        gpu = DeployedPredictor(folder, "cuda", **kwargs)
+        for _ in range(2):  # the second call replays the captured graph
+            results = gpu.predict(batch)
+        for c, g in zip(cpu, results):
+            c, g = c["instances"], g["instances"].to("cpu")
+            atol = 2.0 if kwargs.get("half") else 0.5
+            torch.testing.assert_close(g.pred_boxes.tensor[:5], c.pred_boxes.tensor[:5], atol=atol, rtol=0)
