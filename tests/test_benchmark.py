@@ -33,16 +33,42 @@ def test_training_ratios_are_printed(benchmark):
     assert ratios[0] == pytest.approx(results["train"]["ratios"]["qm_over_scratch"], abs=0.006)
 
 
-def test_inference_table_has_teacher_student_and_their_ratios(benchmark):
+def test_inference_table_has_eager_and_deployed_runs_and_their_ratios(benchmark):
     stdout, results = benchmark
-    rows = {
-        line.split()[1]: line.split()[2:] for line in stdout.splitlines() if line.strip().startswith("128 ")
-    }
-    assert rows.keys() == {"teacher", "student", "teacher/student"}, stdout
-    ratio = [float(v) for v in rows["teacher/student"]]
-    assert len(ratio) == 4 + len(PARTS) and all(r > 0 for r in ratio), stdout  # params..total, parts
-    params, _, gflops, total = ratio[:4]
-    assert params > 10 and gflops > 10 and total > 0
-    measured = results["infer"]["128"]
-    assert gflops == pytest.approx(measured["teacher/student"]["gflops"], abs=0.006)
-    assert measured["teacher"]["input_size"] == [128, 128]
+    rows = [line.split() for line in stdout.splitlines() if line.strip().startswith("128 ")]
+    runs = {(r[1], r[2]) for r in rows if r[1] in ("teacher", "student")}
+    assert {
+        ("teacher", "eager"),
+        ("student", "eager"),
+        ("teacher", "torchscript"),
+        ("student", "torchscript"),
+    } <= runs
+    measured = results["infer"]["shapes"]["128"]
+    for name in ("teacher", "student"):
+        eager = measured[name]["eager"]
+        assert eager["input_size"] == [128, 128] and eager["gflops"] > 0
+        for kind, run in measured[name].items():
+            parts = sum(run["latency_ms"][p] for p in PARTS)
+            assert run["latency_ms"]["total"] > 0 and parts <= run["latency_ms"]["total"] * 1.05, kind
+    ratios = measured["ratios"]
+    assert ratios["gflops_teacher/student"] > 10
+    printed = float(re.search(r"GFLOPs teacher / student +([0-9.]+)", stdout).group(1))
+    assert printed == pytest.approx(ratios["gflops_teacher/student"], abs=0.006)
+    ms = lambda name, kind: measured[name][kind]["latency_ms"]["total"]  # noqa: E731
+    best = ratios["best_deployed"]
+    assert ratios["eager_student/deployed_student"] == pytest.approx(
+        ms("student", "eager") / ms("student", best["student"])
+    )
+    assert 0 < ratios["student_share_outside_backbone"] < 1
+
+
+def test_the_paper_speed_row_is_measured_on_the_wider_face_pair(benchmark):
+    stdout, results = benchmark
+    row = results["infer"]["paper_row"]
+    assert "wider_face/teacher_VGG4_RFCN.yaml" in row["configs"]["teacher"]
+    assert row["768x1024"]["student"]["eager"]["input_size"] == [768, 1024]
+    assert row["768x1024"]["ratios"]["gflops_teacher/student"] > 30  # 1/4 vs 1/32 width: about 64x
+    assert re.search(
+        r"paper \(Titan X\): VGG-1-4 30.2 ms, VGG-1-32 9.6 ms, ratio 3.15; ours deployed: ratio [0-9.]+",
+        stdout,
+    )

@@ -102,12 +102,13 @@ def test_box_decoding_equals_box2box_transform_for_class_specific_deltas():
     torch.testing.assert_close(ours, expected)
 
 
+@pytest.mark.parametrize("short, longest", [(192, 320), (0, 10000)])  # 0: no resize (WIDER FACE configs)
 @pytest.mark.parametrize("shape", [(192, 192), (100, 300), (480, 640), (1000, 50)])
-def test_test_time_resize_equals_resize_shortest_edge(shape):
+def test_test_time_resize_equals_resize_shortest_edge(shape, short, longest):
     image = np.zeros((*shape, 3), dtype=np.uint8)
-    transform = T.ResizeShortestEdge(192, 320).get_transform(image)
+    transform = T.ResizeShortestEdge(short, longest).get_transform(image)
     expected = (transform.new_h, transform.new_w) if hasattr(transform, "new_h") else shape
-    assert resized_shape(*shape, 192, 320) == expected
+    assert resized_shape(*shape, short, longest) == expected
 
 
 @pytest.fixture(scope="module")
@@ -256,3 +257,14 @@ def test_cuda_graphs_and_half_precision_match_the_cpu(student):
             c, g = c["instances"], g["instances"].to("cpu")
             atol = 2.0 if kwargs.get("half") else 0.5
             torch.testing.assert_close(g.pred_boxes.tensor[:5], c.pred_boxes.tensor[:5], atol=atol, rtol=0)
+
+
+def test_deployed_latency_has_every_part_and_they_add_up(student):
+    from quant_mimic.analysis import PARTS, deployed_latency
+
+    _, _, folder = student
+    cost = deployed_latency(DeployedPredictor(folder), 96, 128, batch=2, repeats=2, warmup=1)
+    latency = cost["latency_ms"]
+    assert set(latency) == {"total", *PARTS} and all(latency[p] > 0 for p in PARTS)
+    assert sum(latency[p] for p in PARTS) == pytest.approx(latency["total"], rel=0.05)
+    assert cost["batch"] == 2 and cost["input_size"] == [96, 128] and cost["detections"] > 0

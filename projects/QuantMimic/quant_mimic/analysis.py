@@ -188,7 +188,7 @@ def model_cost(
         )
     model.eval()
     device = model.device
-    image = random_image(height, width, device)
+    image = random_image(height, width, device)[: len(cfg.MODEL.PIXEL_MEAN)]  # 1 channel for grayscale
     inputs = [{"image": image, "height": height, "width": width}]
 
     def sync() -> None:

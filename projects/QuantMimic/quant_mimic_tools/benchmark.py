@@ -14,11 +14,15 @@ peak RSS, each kind measured in its own process).
 Inference (skip with ``--skip-infer``): for the teacher and the student config (default
 ``configs/shapes/teacher_R18_2_FPN.yaml`` and ``configs/shapes/student_R18_16_FPN_scratch.yaml``), at each
 of ``--sizes`` (square images fed at that size; default 192, the test size; the paper tests at 600),
-a table of parameters, fvcore GFLOPs (1 multiply-add = 1 flop) and the median latency of one image,
-total and per part (preprocess, backbone+FPN, RPN, ROI heads, post-processing: see
-:mod:`quant_mimic.analysis`), then a ``teacher/student`` row of the ratios measured in the same run.
-Weights are random: latency does not depend on their values, except post-processing, which grows with
-the number of boxes that pass the score threshold (column ``dets``; random weights give many).
+fvcore GFLOPs (1 multiply-add = 1 flop) and the median latency, total and per part (preprocess,
+backbone+FPN, RPN, ROI heads, post-processing: see :mod:`quant_mimic.analysis`), of each way to run
+the model: ``eager`` (detectron2's GeneralizedRCNN) and its deployed form (:mod:`quant_mimic.deploy`)
+with each backend (``torchscript``; ``onnxruntime`` on the CPU; on CUDA also ``cuda_graphs`` and
+``cuda_graphs_fp16``), at each of ``--infer-batches``; then the ratios measured in the same run. Then the
+same for the paper's speed row (WIDER FACE VGG-1-4 vs VGG-1-32 R-FCN, grayscale, 768x1024; skip with
+``--skip-paper-row``). Weights are random unless ``--teacher-weights`` / ``--student-weights`` are given:
+latency does not depend on their values, except post-processing, which grows with the number of boxes
+that pass the score threshold (column ``dets``; random weights give many).
 
 ``--threads N`` calls ``torch.set_num_threads(N)`` in every process (default: torch's choice). On a
 machine whose cores are busy with other work, intra-op threads wait on each other: use 1 there.
@@ -158,56 +162,184 @@ def print_training(args: argparse.Namespace, results: dict) -> None:
     print(f"QM peak memory / scratch peak memory       = {ratios['qm_over_scratch_peak_memory']:.2f}")
 
 
-def measure_inference(args: argparse.Namespace) -> dict:
-    """Teacher and student :func:`~quant_mimic.analysis.model_cost` at each size, and their ratios."""
-    from quant_mimic.analysis import PARTS, model_cost
+# The paper's speed row (Sec. 4.3): VGG-1-4 vs VGG-1-32 R-FCN, grayscale, Titan X, longer side 1024.
+PAPER_ROW = {"teacher_ms": 30.2, "student_ms": 9.6, "height": 768, "width": 1024}
+
+
+def _load(cfg, weights: str | None):
+    """The model of ``cfg`` in eval mode: ``weights`` loaded (a QM checkpoint's student too), else random."""
+    import torch
+    from detectron2.modeling import build_model
+
+    from quant_mimic.checkpoint import StudentCheckpointer
+
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    if weights:
+        StudentCheckpointer(model).load(weights)
+    return model.eval()
+
+
+def measure_pair(args: argparse.Namespace, configs: dict, weights: dict, sizes: list) -> dict:
+    """Eager and deployed (each backend) cost of teacher and student at each size and batch, and ratios."""
+    from quant_mimic.analysis import deployed_latency, model_cost
+    from quant_mimic.deploy import DeployedPredictor, export_deployed
+    from quant_mimic.deploy.runtime import choose_backend
     from quant_mimic.engine import build_config
 
-    configs = {"teacher": args.teacher_config, "student": args.student_config}
     cfgs = {name: build_config(path, ["MODEL.DEVICE", args.device]) for name, path in configs.items()}
-    results: dict = {"configs": configs}
-    for size in args.sizes:
-        costs = {
-            name: model_cost(cfg, size, size, repeats=args.repeats, warmup=args.warmup)
-            for name, cfg in cfgs.items()
-        }
-        t, s = costs["teacher"], costs["student"]
-        ratio = {
-            "params": t["params"] / s["params"],
-            "backbone_params": t["backbone_params"] / s["backbone_params"],
-            "gflops": t["gflops"] / s["gflops"],
-        }
-        for part in ("total", *PARTS):
-            ratio[f"latency_{part}"] = t["latency_ms"][part] / max(s["latency_ms"][part], 1e-9)
-        results[str(size)] = {**costs, "teacher/student": ratio}
+    models = {name: _load(cfg, weights.get(name)) for name, cfg in cfgs.items()}
+    results: dict = {"configs": configs, "weights": {k: weights.get(k) or "random" for k in configs}}
+    with tempfile.TemporaryDirectory() as tmp:
+        folders = {name: export_deployed(cfgs[name], models[name], Path(tmp) / name) for name in cfgs}
+        predictors = {}
+        for name, folder in folders.items():
+            predictors[name] = {"eager": None}
+            backends = ["torchscript"]
+            if (
+                args.device == "cpu"
+                and choose_backend(
+                    "auto", json.loads((folder / "deploy.json").read_text()), models[name].device
+                )
+                == "onnxruntime"
+            ):
+                backends.append("onnxruntime")
+            for backend in backends:
+                predictors[name][backend] = DeployedPredictor(folder, args.device, backend=backend)
+            if args.device.startswith("cuda"):
+                predictors[name]["cuda_graphs"] = DeployedPredictor(folder, args.device, cuda_graphs=True)
+                predictors[name]["cuda_graphs_fp16"] = DeployedPredictor(
+                    folder, args.device, cuda_graphs=True, half=True
+                )
+        for height, width in sizes:
+            key = f"{height}x{width}" if height != width else str(height)
+            row: dict = {}
+            for name, cfg in cfgs.items():
+                cost = model_cost(
+                    cfg, height, width, repeats=args.repeats, warmup=args.warmup, model=models[name]
+                )
+                row[name] = {"eager": cost}
+                for kind, predictor in predictors[name].items():
+                    if predictor is None:
+                        continue
+                    for batch in args.infer_batches:
+                        label = kind if batch == 1 else f"{kind}_b{batch}"
+                        repeats = args.repeats if batch == 1 else max(3, args.repeats // 4)
+                        row[name][label] = deployed_latency(
+                            predictor, height, width, batch, repeats, args.warmup
+                        )
+            row["ratios"] = pair_ratios(row)
+            results[key] = row
     return results
 
 
-def print_inference(args: argparse.Namespace, results: dict) -> None:
-    first = results[str(args.sizes[0])]["student"]
-    print(
-        f"inference: device {first['device']}, {first['threads']} thread(s), one image, median of "
-        f"{args.repeats} passes after {args.warmup} warm-up, random weights"
-    )
-    print(f"  teacher {results['configs']['teacher']}")
-    print(f"  student {results['configs']['student']}")
-    print("  (times in ms; post-processing grows with the boxes that pass the score threshold: dets)")
-    header = f"{'size':>5}  {'model':<16}{'params M':>9}{'bb par M':>9}{'GFLOPs':>8}{'total':>9}"
-    header += "".join(f"{label:>10}" for _, label in PARTS_LABELS) + f"{'dets':>6}"
+def best_deployed(measured: dict) -> str:
+    """The deployed kind with the lowest batch-1 latency."""
+    kinds = [k for k in measured if k != "eager" and "_b" not in k]
+    return min(kinds, key=lambda k: measured[k]["latency_ms"]["total"])
+
+
+def pair_ratios(row: dict) -> dict:
+    t, s = row["teacher"], row["student"]
+    best_t, best_s = best_deployed(t), best_deployed(s)
+    ms = lambda m, k: m[k]["latency_ms"]["total"]  # noqa: E731
+    student = s[best_s]["latency_ms"]
+    ratios = {
+        "gflops_teacher/student": t["eager"]["gflops"] / s["eager"]["gflops"],
+        "eager_teacher/eager_student": ms(t, "eager") / ms(s, "eager"),
+        "deployed_teacher/deployed_student": ms(t, best_t) / ms(s, best_s),
+        "eager_student/deployed_student": ms(s, "eager") / ms(s, best_s),
+        "student_share_outside_backbone": 1 - student["backbone"] / student["total"],
+        "best_deployed": {"teacher": best_t, "student": best_s},
+    }
+    if "onnxruntime" in s and "torchscript" in s:
+        ratios["student_torchscript/onnxruntime"] = ms(s, "torchscript") / ms(s, "onnxruntime")
+        ratios["teacher_torchscript/onnxruntime"] = ms(t, "torchscript") / ms(t, "onnxruntime")
+    for kind in t:
+        if "_b" in kind:
+            batch = int(kind.rsplit("_b", 1)[1])
+            ratios[f"throughput_{kind}_student/teacher"] = ms(t, kind) / ms(s, kind)
+            ratios[f"images_per_s_{kind}"] = {
+                n: 1000 * batch / ms(row[n], kind) for n in ("teacher", "student")
+            }
+    return ratios
+
+
+def measure_inference(args: argparse.Namespace) -> dict:
+    """The built-in pair at each of ``--sizes`` and, unless ``--skip-paper-row``, the paper's speed row."""
+    configs = {"teacher": args.teacher_config, "student": args.student_config}
+    weights = {"teacher": args.teacher_weights, "student": args.student_weights}
+    results = {"shapes": measure_pair(args, configs, weights, [(s, s) for s in args.sizes])}
+    if not args.skip_paper_row:
+        paper = {"teacher": str(CONFIGS / "wider_face" / "teacher_VGG4_RFCN.yaml"),
+                 "student": str(CONFIGS / "wider_face" / "student_VGG32_RFCN_scratch.yaml")}  # fmt: skip
+        results["paper_row"] = measure_pair(args, paper, {}, [(PAPER_ROW["height"], PAPER_ROW["width"])])
+    return results
+
+
+def print_pair(args: argparse.Namespace, results: dict, title: str) -> None:
+    print(title)
+    print(f"  teacher {results['configs']['teacher']} ({results['weights']['teacher']} weights)")
+    print(f"  student {results['configs']['student']} ({results['weights']['student']} weights)")
+    header = f"{'size':>9}  {'model':<8}{'run':<20}{'GFLOPs':>8}{'total':>9}"
+    header += "".join(f"{label:>10}" for _, label in PARTS_LABELS) + f"{'dets':>6}{'img/s':>8}"
     print(header)
-    for size in args.sizes:
-        row = results[str(size)]
+    for key, row in results.items():
+        if key in ("configs", "weights"):
+            continue
         for name in ("teacher", "student"):
-            c, ms = row[name], row[name]["latency_ms"]
-            line = f"{size:>5}  {name:<16}{c['params'] / 1e6:>9.3f}{c['backbone_params'] / 1e6:>9.3f}"
-            line += f"{c['gflops']:>8.3f}{ms['total']:>9.1f}"
-            line += "".join(f"{ms[part]:>10.1f}" for part, _ in PARTS_LABELS) + f"{c['detections']:>6}"
-            print(line)
-        r = row["teacher/student"]
-        line = f"{size:>5}  {'teacher/student':<16}{r['params']:>9.2f}{r['backbone_params']:>9.2f}"
-        line += f"{r['gflops']:>8.2f}{r['latency_total']:>9.2f}"
-        line += "".join(f"{r['latency_' + part]:>10.2f}" for part, _ in PARTS_LABELS)
-        print(line)
+            for kind, c in row[name].items():
+                ms = c["latency_ms"]
+                batch = c.get("batch", 1)
+                gflops = f"{c['gflops']:>8.3f}" if kind == "eager" else f"{'':>8}"
+                line = f"{key:>9}  {name:<8}{kind:<20}{gflops}{ms['total']:>9.1f}"
+                line += "".join(f"{ms[part]:>10.1f}" for part, _ in PARTS_LABELS)
+                line += f"{c['detections']:>6}{1000 * batch / ms['total']:>8.0f}"
+                print(line)
+        r = row["ratios"]
+        best = r["best_deployed"]
+        print(
+            f"{key:>9}  ratios (deployed = the fastest deployed run: teacher {best['teacher']}, student {best['student']})"
+        )
+        print(f"{'':>11}GFLOPs teacher / student                 {r['gflops_teacher/student']:7.2f}")
+        print(f"{'':>11}eager teacher / eager student            {r['eager_teacher/eager_student']:7.2f}")
+        print(
+            f"{'':>11}deployed teacher / deployed student      {r['deployed_teacher/deployed_student']:7.2f}"
+        )
+        print(f"{'':>11}eager student / deployed student         {r['eager_student/deployed_student']:7.2f}")
+        print(
+            f"{'':>11}student time outside backbone+FPN        {100 * r['student_share_outside_backbone']:6.1f}%"
+        )
+        if "student_torchscript/onnxruntime" in r:
+            print(
+                f"{'':>11}TorchScript / ONNX Runtime (student)     {r['student_torchscript/onnxruntime']:7.2f}"
+            )
+            print(
+                f"{'':>11}TorchScript / ONNX Runtime (teacher)     {r['teacher_torchscript/onnxruntime']:7.2f}"
+            )
+        for k, v in r.items():
+            if k.startswith("images_per_s_"):
+                print(
+                    f"{'':>11}{k[len('images_per_s_') :]}: teacher {v['teacher']:.0f} img/s, student {v['student']:.0f} img/s"
+                )
+
+
+def print_inference(args: argparse.Namespace, results: dict) -> None:
+    import torch
+
+    print(
+        f"inference: device {args.device}, {torch.get_num_threads()} thread(s), median of {args.repeats} passes "
+        f"after {args.warmup} warm-up; times in ms (per batch); eager = detectron2's GeneralizedRCNN"
+    )
+    print_pair(args, results["shapes"], "built-in data set pair")
+    if "paper_row" in results:
+        print_pair(args, results["paper_row"], "the paper's speed row: WIDER FACE R-FCN, grayscale, 768x1024")
+        r = results["paper_row"]["768x1024"]["ratios"]
+        print(
+            f"{'':>11}paper (Titan X): VGG-1-4 {PAPER_ROW['teacher_ms']} ms, VGG-1-32 {PAPER_ROW['student_ms']} ms, "
+            f"ratio {PAPER_ROW['teacher_ms'] / PAPER_ROW['student_ms']:.2f}; ours deployed: "
+            f"ratio {r['deployed_teacher/deployed_student']:.2f}"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -227,6 +359,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--student-config", default=str(CONFIGS / "shapes" / "student_R18_16_FPN_scratch.yaml")
     )
+    parser.add_argument("--teacher-weights", help="trained teacher weights (default: random)")
+    parser.add_argument(
+        "--student-weights", help="trained student weights, a QM checkpoint too (default: random)"
+    )
+    parser.add_argument(
+        "--infer-batches", type=int, nargs="+", default=[1], help="deployed batch sizes (e.g. 1 32 on a GPU)"
+    )
+    parser.add_argument("--skip-paper-row", action="store_true", help="no WIDER FACE VGG R-FCN speed row")
     parser.add_argument("--skip-train", action="store_true", help="no training-step measurements")
     parser.add_argument("--skip-infer", action="store_true", help="no inference measurements")
     parser.add_argument("--json", metavar="FILE", help="also write every number measured to FILE")

@@ -360,7 +360,9 @@ class CudaGraphRunner:
 
 
 def resized_shape(height: int, width: int, short_edge: int, max_size: int) -> tuple[int, int]:
-    """(height, width) after detectron2's ``ResizeShortestEdge(short_edge, max_size)``."""
+    """(height, width) after detectron2's ``ResizeShortestEdge(short_edge, max_size)`` (0: no resize)."""
+    if short_edge == 0:
+        return height, width
     scale = short_edge / min(height, width)
     new_h, new_w = (short_edge, scale * width) if height < width else (scale * height, short_edge)
     if max(new_h, new_w) > max_size:
