@@ -6,56 +6,150 @@
     python projects/QuantMimic/train_net.py --config-file ... --num-gpus 2 SOLVER.IMS_PER_BATCH 8
 
 The mimic loss is added by the trainer's step: quant_mimic/engine/trainer.py.
+
+Bad input (config, weights, data, checkpoints) ends as one line ``train_net.py: error: <sentence>`` on
+stderr and exit status 2, whether it is found before the workers start or inside one.
+``--eval-only`` with an OUTPUT_DIR that holds a training run writes to ``<OUTPUT_DIR>/eval/<weights
+file stem>/`` instead, so the run's own files are never replaced.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import shutil
 import sys
+import tempfile
+import warnings
 
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import CfgNode
-from detectron2.engine import default_argument_parser, default_setup, launch
+# Noise on stderr that the user cannot act on, which would bury the one-line errors: torch's deprecation
+# notices about what detectron2 calls (torch.jit.script at import, TypedStorage, broadcast_buffers,
+# meshgrid), torch saying that a CPU-only machine has no CUDA runtime (detectron2's environment report),
+# and, when one worker stops on an error, that it terminates the others.
+for _category in (DeprecationWarning, FutureWarning, UserWarning):
+    warnings.filterwarnings("ignore", message=r".*(deprecat|in an upcoming release)", category=_category)
+for _name, _start in [
+    ("torch.utils.cpp_extension", "No CUDA runtime is found"),
+    ("torch.multiprocessing.spawn", "Terminating process"),
+]:
+    logging.getLogger(_name).addFilter(lambda record, s=_start: not record.getMessage().startswith(s))
 
-import quant_mimic  # noqa: F401  (registers the project's models, backbones and data sets)
-from quant_mimic.engine import Trainer, build_config, check_run_inputs
-from quant_mimic.errors import QuantMimicInputError
+import torch.multiprocessing as mp  # noqa: E402
+from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
+from detectron2.config import CfgNode  # noqa: E402
+from detectron2.engine import default_argument_parser, default_setup, launch  # noqa: E402
+from detectron2.utils import comm  # noqa: E402
+from detectron2.utils.logger import setup_logger  # noqa: E402
+
+import quant_mimic  # noqa: E402, F401  (registers the project's models, backbones and data sets)
+from quant_mimic.engine import Trainer, build_config, check_run_inputs  # noqa: E402
+from quant_mimic.engine.checks import check_before_launch  # noqa: E402
+from quant_mimic.engine.run_dir import eval_output_dir, resume_point  # noqa: E402
+from quant_mimic.errors import QuantMimicInputError, one_line  # noqa: E402
+
+PROG = "train_net.py"
+# Set by cli() for spawned workers: the file a worker writes its QuantMimicInputError sentence to.
+ERROR_FILE_ENV = "QUANTMIMIC_ERROR_FILE"
+
+logger = logging.getLogger("quant_mimic.train_net")
 
 
-def setup(args) -> CfgNode:
+def fail(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def prepare(args) -> CfgNode:
+    """The run's config, with what ``args`` needs recorded on it: ``args.resume_point`` (the checkpoint
+    --resume loads, or None) and ``args.run_dir`` (the config's OUTPUT_DIR). For --eval-only the
+    config's OUTPUT_DIR becomes :func:`eval_output_dir`. Deterministic: the launching process and the
+    workers compute the same."""
     cfg = build_config(args.config_file, args.opts)
-    cfg.freeze()
-    default_setup(cfg, args)
+    args.run_dir = cfg.OUTPUT_DIR
+    if not hasattr(args, "resume_point"):  # workers get the launching process's answer
+        args.resume_point = resume_point(cfg.OUTPUT_DIR) if args.resume and cfg.OUTPUT_DIR else None
+    if args.eval_only:
+        weights = args.resume_point.path if args.resume_point else cfg.MODEL.WEIGHTS
+        cfg.OUTPUT_DIR = eval_output_dir(cfg.OUTPUT_DIR, weights)
     return cfg
 
 
-def main(args):
+def setup(args) -> CfgNode:
+    cfg = prepare(args)
+    cfg.freeze()
+    default_setup(cfg, args)
+    # the project's own loggers (quant_mimic.*) into the same console and OUTPUT_DIR/log.txt
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="quant_mimic")
+    if cfg.OUTPUT_DIR != args.run_dir:
+        logger.info(f"{args.run_dir} holds a training run: this evaluation writes to {cfg.OUTPUT_DIR}.")
+    return cfg
+
+
+def run(args):
     cfg = setup(args)
+    point = args.resume_point
+    if point is not None and point.warning:
+        logger.warning(point.warning)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
-        )
+        checkpointer = DetectionCheckpointer(model, save_dir=args.run_dir)
+        if point is not None:
+            checkpointer.load(point.path)
+        else:
+            checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=False)
         return Trainer.test(cfg, model)
     trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
+    if point is not None and point.warning:
+        trainer.resume_from(point.path)
+    else:
+        trainer.resume_or_load(resume=args.resume)
     return trainer.train()
+
+
+def main(args):
+    """One process's run. A QuantMimicInputError (in this process or a DataLoader worker) ends it with
+    exit status 2: printed as one line, or, in a spawned worker, written for the launching process."""
+    try:
+        return run(args)
+    except QuantMimicInputError as e:
+        message = one_line(e)
+    error_file = os.environ.get(ERROR_FILE_ENV)
+    if error_file and comm.get_world_size() > 1:
+        try:
+            with open(error_file, "x") as f:  # the first worker's sentence wins
+                f.write(message)
+        except FileExistsError:
+            pass
+        sys.exit(2)
+    fail(message)
 
 
 def cli(argv: list[str] | None = None) -> None:
     args = default_argument_parser().parse_args(argv)
     try:  # check the inputs once, before any worker starts, so a mistake reads as one sentence
-        check_run_inputs(build_config(args.config_file, args.opts), args.resume, args.eval_only)
+        cfg = prepare(args)
+        check_run_inputs(cfg, args.resume, args.eval_only)
+        check_before_launch(cfg, args.num_gpus, args.num_machines, args.eval_only, args.resume_point)
     except QuantMimicInputError as e:
-        print(f"train_net.py: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+        fail(one_line(e))
+    error_dir = tempfile.mkdtemp(prefix="quantmimic-errors-")
+    os.environ[ERROR_FILE_ENV] = os.path.join(error_dir, "error.txt")
+    try:
+        launch(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+        )
+    except mp.ProcessExitedException:
+        if not os.path.isfile(os.environ[ERROR_FILE_ENV]):
+            raise  # a worker died without an input error: keep PyTorch's report
+        with open(os.environ[ERROR_FILE_ENV]) as f:
+            fail(f.read())
+    finally:
+        shutil.rmtree(error_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import os
 from typing import Sequence
 
 import torch
+import yaml
 from detectron2.config import CfgNode, get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
@@ -37,6 +38,17 @@ def build_config(config_file: str, opts: Sequence[str] = ()) -> CfgNode:
     ]:
         try:
             merge(arg)
+        except yaml.YAMLError as e:
+            raise QuantMimicInputError(yaml_error_sentence(e, config_file)) from None
+        except OSError as e:  # the file itself, or a _BASE_ file it names, cannot be read
+            if e.filename and os.path.abspath(str(e.filename)) == os.path.abspath(config_file):
+                raise QuantMimicInputError(
+                    f"Config file {config_file} cannot be read ({e.strerror or e}): fix its permissions."
+                ) from None
+            raise QuantMimicInputError(
+                f"{source} names {e.filename or 'a file'} (as _BASE_), which cannot be read "
+                f"({e.strerror or e}): fix the _BASE_ path."
+            ) from None
         except (KeyError, AssertionError, ValueError) as e:
             msg = str(e.args[0] if e.args else e).strip("'\"")
             raise QuantMimicInputError(
@@ -50,6 +62,31 @@ def build_config(config_file: str, opts: Sequence[str] = ()) -> CfgNode:
         cfg.MODEL.QUANT_MIMIC.TEACHER_CONFIG, config_file
     )
     return cfg
+
+
+def yaml_error_sentence(error: yaml.YAMLError, config_file: str, what: str = "Config file") -> str:
+    """One sentence for a YAML syntax error: the file (a ``_BASE_`` one if the error is there), the line
+    and column where the broken construct starts, and what the parser expected where."""
+
+    def at(mark) -> str:
+        return f"line {mark.line + 1}, column {mark.column + 1}"
+
+    problem_mark = getattr(error, "problem_mark", None)
+    context_mark = getattr(error, "context_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    context = getattr(error, "context", None)
+    mark = context_mark or problem_mark
+    where = config_file
+    if mark is not None:
+        name = mark.name if mark.name and not mark.name.startswith("<") else config_file
+        where = f"{name} {at(mark)}"
+    detail = f"{context}: {problem}" if context else problem
+    if problem_mark is not None and mark is not problem_mark:
+        detail += f" at {at(problem_mark)}"
+    return (
+        f"{what} {where} is not valid YAML ({' '.join(detail.split())}): fix the syntax there "
+        "(indentation, a missing ':' or closing bracket, a tab)."
+    )
 
 
 def resolve_config_path(path: str, config_file: str) -> str:

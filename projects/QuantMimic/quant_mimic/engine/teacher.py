@@ -11,13 +11,28 @@ from detectron2.evaluation import COCOEvaluator
 from torch import nn
 
 from ..errors import QuantMimicInputError
+from .mapper import ImageErrorNamingMapper
+from .run_dir import error_summary
 
 _MAX_KEYS_SHOWN = 8
+# The state dict keys of a QuantMimicRCNN checkpoint start with these (its student and frozen teacher).
+_QM_PREFIXES = ("student.", "teacher.")
 
 
-def _shown(keys: list[str]) -> str:
-    more = f" (+{len(keys) - _MAX_KEYS_SHOWN} more)" if len(keys) > _MAX_KEYS_SHOWN else ""
-    return ", ".join(keys[:_MAX_KEYS_SHOWN]) + more
+def _shown(keys: list[str], limit: int = _MAX_KEYS_SHOWN) -> str:
+    more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def _looks_like_text(path: str) -> bool:
+    """Whether the file starts like text (a yaml or a log passed by mistake); checkpoints are binary."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return bool(text) and all(c.isprintable() or c in "\t\r\n" for c in text)
 
 
 def load_teacher_weights(teacher: nn.Module, path: str, teacher_config: str) -> None:
@@ -27,11 +42,30 @@ def load_teacher_weights(teacher: nn.Module, path: str, teacher_config: str) -> 
             f"Teacher weights {path!r} (MODEL.QUANT_MIMIC.TEACHER_WEIGHTS) do not exist: train the teacher "
             "first (its OUTPUT_DIR/model_final.pth) or fix the path."
         )
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict):
+    if _looks_like_text(path):
         raise QuantMimicInputError(
-            f"Teacher weights {path} hold no state dict: pass a detectron2 checkpoint."
+            f"Teacher weights {path} (MODEL.QUANT_MIMIC.TEACHER_WEIGHTS) is a text file, not a PyTorch "
+            "checkpoint: pass the teacher's OUTPUT_DIR/model_final.pth."
+        )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001  (text, truncated or foreign files raise many kinds)
+        raise QuantMimicInputError(
+            f"Teacher weights {path} (MODEL.QUANT_MIMIC.TEACHER_WEIGHTS) cannot be read as a PyTorch "
+            f"checkpoint ({error_summary(e)}): pass the teacher's OUTPUT_DIR/model_final.pth."
+        ) from None
+    state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
+        raise QuantMimicInputError(
+            f"Teacher weights {path} (MODEL.QUANT_MIMIC.TEACHER_WEIGHTS) hold no model state dict: pass "
+            "the teacher's detectron2 checkpoint (its OUTPUT_DIR/model_final.pth)."
+        )
+    if any(k.startswith(_QM_PREFIXES[0]) for k in state) and any(
+        k.startswith(_QM_PREFIXES[1]) for k in state
+    ):
+        raise QuantMimicInputError(
+            f"Teacher weights {path} are a Quantization Mimic checkpoint (student + teacher), not a teacher's: "
+            "pass the teacher's own OUTPUT_DIR/model_final.pth as MODEL.QUANT_MIMIC.TEACHER_WEIGHTS."
         )
     expected = teacher.state_dict()
     missing = sorted(set(expected) - set(state))
@@ -44,14 +78,14 @@ def load_teacher_weights(teacher: nn.Module, path: str, teacher_config: str) -> 
     problems = [
         f"missing: {_shown(missing)}" if missing else "",
         f"unexpected: {_shown(unexpected)}" if unexpected else "",
-        f"wrong shape (checkpoint vs config): {_shown(wrong_shape)}" if wrong_shape else "",
+        f"wrong shape (checkpoint vs config): {_shown(wrong_shape, 3)}" if wrong_shape else "",
     ]
     problems = [p for p in problems if p]
     if problems:
         raise QuantMimicInputError(
             f"Teacher weights {path} do not match the teacher config {teacher_config} ("
             + "; ".join(problems)
-            + "): pass the checkpoint that was trained with that config."
+            + "): pass the checkpoint that was trained with that config (not the student's own)."
         )
     teacher.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
 
@@ -60,7 +94,8 @@ def load_teacher_weights(teacher: nn.Module, path: str, teacher_config: str) -> 
 def quick_teacher_ap(teacher: nn.Module, teacher_cfg: CfgNode, dataset_name: str, num_images: int) -> float:
     """COCO box AP of ``teacher`` on the first ``num_images`` images of ``dataset_name``."""
     dicts = DatasetCatalog.get(dataset_name)[:num_images]
-    loader = build_detection_test_loader(dicts, mapper=DatasetMapper(teacher_cfg, is_train=False))
+    mapper = ImageErrorNamingMapper(DatasetMapper(teacher_cfg, is_train=False))
+    loader = build_detection_test_loader(dicts, mapper=mapper)
     evaluator = COCOEvaluator(dataset_name, tasks=("bbox",), distributed=False)
     evaluator.reset()
     was_training = teacher.training

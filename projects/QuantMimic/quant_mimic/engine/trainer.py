@@ -8,7 +8,12 @@ import logging
 import os
 
 from detectron2.config import CfgNode
-from detectron2.data import MetadataCatalog
+from detectron2.data import (
+    DatasetMapper,
+    MetadataCatalog,
+    build_detection_test_loader,
+    build_detection_train_loader,
+)
 from detectron2.engine import DefaultTrainer
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, PascalVOCDetectionEvaluator
 
@@ -18,6 +23,7 @@ from ..evaluation import WiderFaceEvaluator
 from ..modeling.meta_arch import QuantMimicRCNN
 from ..modeling.mimic_loss import MimicLoss
 from .export import StudentExportHook
+from .mapper import ImageErrorNamingMapper
 from .mimic_step import MimicStepTrainer
 from .teacher import load_teacher_weights, quick_teacher_ap
 
@@ -61,6 +67,23 @@ class Trainer(DefaultTrainer):
                     f"MODEL.QUANT_MIMIC.TEACHER_MIN_AP={qm.TEACHER_MIN_AP}: train it longer or pass the "
                     "right checkpoint."
                 )
+
+    @classmethod
+    def build_train_loader(cls, cfg: CfgNode):
+        """detectron2's train loader, whose mapper names an image it cannot read."""
+        return build_detection_train_loader(cfg, mapper=ImageErrorNamingMapper(DatasetMapper(cfg, True)))
+
+    @classmethod
+    def build_test_loader(cls, cfg: CfgNode, dataset_name: str):
+        """detectron2's test loader, whose mapper names an image it cannot read."""
+        mapper = ImageErrorNamingMapper(DatasetMapper(cfg, False))
+        return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
+
+    def resume_from(self, path: str) -> None:
+        """Resume from the trainer checkpoint ``path`` (model, optimizer, scheduler, iteration), as
+        ``resume_or_load(resume=True)`` does from the one ``last_checkpoint`` names."""
+        self.checkpointer.load(path)
+        self.start_iter = self.iter + 1
 
     def build_hooks(self):
         hooks = super().build_hooks()
