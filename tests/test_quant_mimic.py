@@ -183,3 +183,56 @@ def test_qm_runs_in_two_gloo_processes(teacher, datasets_root, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert (tmp_path / "student_final.pth").is_file() and (tmp_path / "student_config.yaml").is_file()
     assert "loss_mimic" in read_metrics(tmp_path)[-1]
+
+
+def test_the_training_step_is_detectron2s_own_and_adds_the_mimic_loss(teacher, tmp_path):
+    """No copy of detectron2's step: SimpleTrainer.run_step calls WithMimicLoss(model); hooks run, the
+    step logs loss_mimic and the matching ratio, GeneralizedRCNN.forward's vis_period works, and the
+    checkpointer saves the QuantMimicRCNN itself."""
+    from detectron2.engine import HookBase, SimpleTrainer
+
+    from quant_mimic.engine.mimic_loss_model import WithMimicLoss
+    from quant_mimic.modeling import QuantMimicRCNN
+
+    cfg = qm_cfg(teacher, tmp_path, "VIS_PERIOD", "1", "SOLVER.MAX_ITER", "1", "DATASETS.TEST", "()")
+    trainer = Trainer(cfg)
+    assert type(trainer._trainer).run_step is SimpleTrainer.run_step
+    assert isinstance(trainer._trainer.model, WithMimicLoss)
+    assert isinstance(trainer.model, QuantMimicRCNN) and trainer.checkpointer.model is trainer.model
+
+    calls = []
+
+    class Probe(HookBase):
+        def after_step(self):
+            calls.append("after_step")
+
+        def after_backward(self):  # called by detectron2 versions that have it (upstream main)
+            calls.append("after_backward")
+
+    trainer.register_hooks([Probe()])
+    student, drawn = trainer.model.student, []
+    student.visualize_training = lambda *args: drawn.append(len(args[1]))  # proposals per image
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    history = trainer.storage.histories()
+    assert history["loss_mimic"].latest() > 0
+    assert 0 <= history["mimic/matching_ratio"].latest() <= 1
+    assert history["total_loss"].latest() > history["loss_mimic"].latest()
+    assert drawn == [cfg.SOLVER.IMS_PER_BATCH]  # GeneralizedRCNN.forward's vis_period (1) ran once
+    expected = ["after_backward", "after_step"] if hasattr(HookBase, "after_backward") else ["after_step"]
+    assert calls == expected
+    saved = torch.load(tmp_path / "model_final.pth", weights_only=False)["model"]
+    assert any(k.startswith("student.") for k in saved) and not any(k.startswith("module.") for k in saved)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="AMP needs CUDA")
+def test_an_amp_step_runs_with_the_mimic_loss(teacher, tmp_path):
+    from detectron2.engine import AMPTrainer
+    from detectron2.utils.events import EventStorage
+
+    cfg = qm_cfg(teacher, tmp_path, "SOLVER.AMP.ENABLED", "True", "MODEL.DEVICE", "cuda")
+    trainer = Trainer(cfg)
+    assert isinstance(trainer._trainer, AMPTrainer)
+    with EventStorage(0) as storage:
+        trainer.run_step()
+        assert torch.isfinite(torch.tensor(storage.histories()["loss_mimic"].latest()))

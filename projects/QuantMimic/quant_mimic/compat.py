@@ -33,3 +33,16 @@ def cpu_capable_ddp() -> Iterator[None]:
         yield
     finally:
         defaults.create_ddp_model = original
+
+
+def feed_batches(trainer, batches) -> None:
+    """Make ``trainer`` (a SimpleTrainer) draw its training batches from the iterable ``batches``.
+
+    detectron2 0.6 takes the iterator of its data loader once, in ``__init__`` (``_data_loader_iter``);
+    upstream creates it from ``data_loader`` at the first step. Set both.
+    """
+    trainer.data_loader = batches
+    if "_data_loader_iter" in vars(trainer):  # 0.6
+        trainer._data_loader_iter = iter(batches)
+    elif hasattr(trainer, "_data_loader_iter_obj"):  # upstream
+        trainer._data_loader_iter_obj = None

@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -45,38 +46,39 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def _measure(kind: str, steps: int, warmup: int, batch: int, device: str, teacher_weights: str) -> dict:
+    """Median time of the trainer's real step (``Trainer``: detectron2's step, for QM with the mimic
+    loss) on one batch of the built-in data set fed again and again, or of the teacher's forward."""
+    import itertools
+
     import torch
     from detectron2.data import DatasetCatalog, DatasetMapper
-    from detectron2.modeling import build_model
     from detectron2.utils.events import EventStorage
 
-    from quant_mimic.engine import build_config
-    from quant_mimic.modeling import MIMIC_FEATURES_KEY, MimicLoss
+    from quant_mimic.compat import feed_batches
+    from quant_mimic.engine import Trainer, build_config
 
     config = (
         "qm_R_tiny_FPN.yaml"
         if kind in ("qm", "teacher_forward")
         else "shapes/student_R18_16_FPN_scratch.yaml"
     )
-    opts = ["MODEL.DEVICE", device, "MODEL.QUANT_MIMIC.TEACHER_WEIGHTS", teacher_weights]
+    output = tempfile.mkdtemp(prefix="quantmimic-benchmark-")
+    opts = ["MODEL.DEVICE", device, "MODEL.QUANT_MIMIC.TEACHER_WEIGHTS", teacher_weights,
+            "MODEL.QUANT_MIMIC.TEACHER_CHECK_IMAGES", "0", "SOLVER.IMS_PER_BATCH", str(batch),
+            "DATASETS.TRAIN", "('quantmimic_shapes_mini_train',)", "DATALOADER.NUM_WORKERS", "0",
+            "OUTPUT_DIR", output]  # fmt: skip
     cfg = build_config(str(CONFIGS / config), opts)
-    model = build_model(cfg).train()
+    trainer = Trainer(cfg)
     mapper = DatasetMapper(cfg, is_train=True)
     data = [mapper(d) for d in DatasetCatalog.get("quantmimic_shapes_mini_train")[:batch]]
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=1e-4, momentum=0.9)
-    mimic_loss = MimicLoss(cfg) if kind == "qm" else None
+    feed_batches(trainer._trainer, itertools.repeat(data))
+    model = trainer.model
 
     def step():
         if kind == "teacher_forward":
             model.teacher.features(data)
-            return
-        losses = model(data)
-        if mimic_loss is not None:
-            losses.update(mimic_loss.loss_and_matching_ratio(losses.pop(MIMIC_FEATURES_KEY))[0])
-        optimizer.zero_grad()
-        sum(losses.values()).backward()
-        optimizer.step()
+        else:
+            trainer.run_step()
 
     def sync():
         if device.startswith("cuda"):
@@ -86,8 +88,10 @@ def _measure(kind: str, steps: int, warmup: int, batch: int, device: str, teache
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     times = []
-    with EventStorage():
+    with EventStorage() as storage:
+        trainer.storage = storage
         for i in range(warmup + steps):
+            trainer.iter = i
             sync()
             start = time.perf_counter()
             step()
@@ -98,6 +102,7 @@ def _measure(kind: str, steps: int, warmup: int, batch: int, device: str, teache
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+    shutil.rmtree(output, ignore_errors=True)
     return {"kind": kind, "median_s": statistics.median(times), "peak_mb": peak_mb, "steps": steps}
 
 

@@ -42,5 +42,6 @@ class StudentExportHook(HookBase):
         if not comm.is_main_process() or self.trainer.iter < self.trainer.max_iter:
             return  # training stopped early (an error): keep whatever export is already there
         model = self.trainer.model
-        model = getattr(model, "module", model)  # DistributedDataParallel
+        while hasattr(model, "module"):  # WithMimicLoss, DistributedDataParallel
+            model = model.module
         export_student(model, self.cfg, self.cfg.OUTPUT_DIR)

@@ -1,6 +1,6 @@
 """The QuantMimic trainer: detectron2's DefaultTrainer, plus, for a ``QuantMimicRCNN`` model, the frozen
-teacher's weights and checks, the mimic step (``mimic_step.py``, where the mimic loss is added) and
-the student-only export."""
+teacher's weights and checks, the mimic loss added to detectron2's own training step
+(``mimic_loss_model.py``) and the student-only export."""
 
 from __future__ import annotations
 
@@ -24,15 +24,17 @@ from ..modeling.meta_arch import QuantMimicRCNN
 from ..modeling.mimic_loss import MimicLoss
 from .export import StudentExportHook
 from .mapper import ImageErrorNamingMapper
-from .mimic_step import MimicStepTrainer
+from .mimic_loss_model import WithMimicLoss
 from .teacher import load_teacher_weights, quick_teacher_ap
 
 logger = logging.getLogger(__name__)
 
 
 def unwrap(model):
-    """The model inside DistributedDataParallel, or the model itself."""
-    return getattr(model, "module", model)
+    """The model inside DistributedDataParallel and ``WithMimicLoss``, or the model itself."""
+    while hasattr(model, "module"):
+        model = model.module
+    return model
 
 
 class Trainer(DefaultTrainer):
@@ -43,14 +45,20 @@ class Trainer(DefaultTrainer):
             super().__init__(cfg)
         model = unwrap(self._trainer.model)
         if isinstance(model, QuantMimicRCNN):
-            if cfg.SOLVER.AMP.ENABLED:
-                raise QuantMimicInputError(
-                    "SOLVER.AMP.ENABLED is not supported with QuantMimicRCNN: set it False."
-                )
             self.prepare_teacher(cfg, model)
-            self._trainer = MimicStepTrainer(
-                self._trainer.model, self._trainer.data_loader, self._trainer.optimizer, MimicLoss(cfg)
-            )
+            # detectron2's step calls this instead of the model (the checkpointer keeps the model)
+            self._trainer.model = WithMimicLoss(self._trainer.model, MimicLoss(cfg))
+
+    @property
+    def model(self):
+        """The model, as DefaultTrainer gives it (DDP-wrapped in several processes), without the
+        ``WithMimicLoss`` wrapper that only detectron2's training step calls."""
+        model = self._trainer.model
+        return model.module if isinstance(model, WithMimicLoss) else model
+
+    @model.setter
+    def model(self, value) -> None:
+        self._trainer.model = value
 
     @staticmethod
     def prepare_teacher(cfg: CfgNode, model: QuantMimicRCNN) -> None:

@@ -178,19 +178,26 @@ class QuantMimicRCNN(nn.Module):
         return self.student.device
 
     def forward(self, batched_inputs: list[dict]):
-        """Training: the student's losses plus ``MIMIC_FEATURES_KEY: MimicFeatures``. Inference: the
-        student's outputs (list of {"instances": Instances})."""
+        """Training: the student's losses (``GeneralizedRCNN.forward`` itself, with its training
+        visualisation) plus ``MIMIC_FEATURES_KEY: MimicFeatures`` for the first NUM_ROIS_PER_IMAGE
+        proposals its ROI heads sampled. Inference: the student's outputs (list of {"instances"})."""
         if not self.training:
             return self.student(batched_inputs)
-        student = self.student
-        images = student.preprocess_image(batched_inputs)
-        gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
-        features = student.backbone(images.tensor)
-        proposals, proposal_losses = student.proposal_generator(images, features, gt_instances)
-        sampled, detector_losses = student.roi_heads(images, features, proposals, gt_instances)
-        boxes = [p.proposal_boxes[: self.num_rois_per_image] for p in sampled]
-        losses = {**detector_losses, **proposal_losses}
-        losses[MIMIC_FEATURES_KEY] = self.mimic_features(batched_inputs, features, boxes)
+        seen: dict = {}
+        hooks = [
+            self.student.backbone.register_forward_hook(lambda m, i, out: seen.__setitem__("features", out)),
+            # ROI heads return (sampled proposals, losses) in training
+            self.student.roi_heads.register_forward_hook(
+                lambda m, i, out: seen.__setitem__("sampled", out[0])
+            ),
+        ]
+        try:
+            losses = self.student(batched_inputs)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        boxes = [p.proposal_boxes[: self.num_rois_per_image] for p in seen["sampled"]]
+        losses[MIMIC_FEATURES_KEY] = self.mimic_features(batched_inputs, seen["features"], boxes)
         return losses
 
     def mimic_features(
