@@ -32,15 +32,18 @@ CONFIG_FILE = "config.yaml"
 
 
 class BackboneNetwork(nn.Module):
-    """``forward(images Tensor[B, C, H, W]) -> (Tensor[B, C_f, h_f, w_f] for f in features)``."""
+    """``forward(images Tensor[B, C, H, W], 0-255) -> (Tensor[B, C_f, h_f, w_f] for f in features)``:
+    normalisation ``(x - PIXEL_MEAN) / PIXEL_STD``, then the backbone (+ FPN)."""
 
-    def __init__(self, backbone: nn.Module, features: list[str]):
+    def __init__(self, model: GeneralizedRCNN, features: list[str]):
         super().__init__()
-        self.backbone = backbone
+        self.backbone = model.backbone
+        self.register_buffer("pixel_mean", model.pixel_mean.detach().clone(), persistent=False)
+        self.register_buffer("pixel_std", model.pixel_std.detach().clone(), persistent=False)
         self.features = features
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        outputs = self.backbone(images)
+        outputs = self.backbone((images - self.pixel_mean) / self.pixel_std)
         return tuple(outputs[f] for f in self.features)
 
 
@@ -225,7 +228,7 @@ def export_deployed(cfg: CfgNode, model: GeneralizedRCNN, output_dir: str | Path
     output_dir.mkdir(parents=True, exist_ok=True)
     size = _example_size(cfg, spec["input"]["size_divisibility"])
     images = torch.zeros(1, len(cfg.MODEL.PIXEL_MEAN), size, size)
-    backbone = BackboneNetwork(folded.backbone, spec["features"]).eval()
+    backbone = BackboneNetwork(folded, spec["features"]).eval()
     rpn_head = RPNHeadNetwork(folded.proposal_generator.rpn_head).eval()
     heads = folded.roi_heads
     with torch.no_grad(), warnings.catch_warnings():

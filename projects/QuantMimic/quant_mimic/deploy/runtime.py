@@ -447,16 +447,15 @@ class DeployedPredictor:
         self.metadata = {"thing_classes": self.spec["classes"]}
 
     def batch(self, images: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalise and zero-pad Tensor[C, H, W] images (model format, 0-255) into one
-        Tensor[B, C, H', W'] (H', W' multiples of the backbone's size divisibility) and their sizes."""
+        """Pad Tensor[C, H, W] images (model format, 0-255) into one Tensor[B, C, H', W'] (H', W' multiples
+        of the backbone's size divisibility) and give their sizes. The padding is the pixel mean: the
+        backbone network normalises (``(x - mean) / std``) first, so it is 0 there, as detectron2 pads."""
         sizes = torch.tensor([list(im.shape[-2:]) for im in images], dtype=torch.int64)
         height, width = self.padded_size(*sizes.max(0).values.tolist())
-        out = torch.zeros((len(images), images[0].shape[0], height, width), device=self.device)
+        out = self.pixel_mean.to(self.dtype).expand(len(images), -1, height, width).clone()
         for i, im in enumerate(images):
-            out[i, :, : im.shape[-2], : im.shape[-1]] = (
-                im.to(self.device).float() - self.pixel_mean
-            ) / self.pixel_std
-        return out.to(self.dtype), sizes.to(self.device)
+            out[i, :, : im.shape[-2], : im.shape[-1]] = im
+        return out, sizes.to(self.device)
 
     @torch.no_grad()
     def model(self, batched_inputs: Sequence[dict], lap: Callable[[str], None] | None = None) -> list[dict]:
