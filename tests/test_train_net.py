@@ -95,3 +95,32 @@ def test_a_new_run_refuses_to_overwrite_an_earlier_one(trained, datasets_root):
     assert run.returncode == 2
     assert "already holds a training run" in run.stderr and "--resume" in run.stderr
     assert {p.name: p.stat().st_mtime for p in out.iterdir()} == before
+
+
+def test_the_deployed_model_reaches_the_eager_models_ap(trained, datasets_root, tmp_path):
+    """The trained student's deployed form, evaluated on the same val set with the same evaluator."""
+    from conftest import registered_mini_shapes
+
+    from quant_mimic.deploy import DeployedPredictor, build_and_export
+    from quant_mimic.engine import build_config
+    from quant_mimic_tools.settings_sweep import evaluate
+
+    _, opts, train_run, weights = trained
+    eager = copypaste_results(train_run.stdout + train_run.stderr)
+    with registered_mini_shapes(datasets_root, "deployap_shapes") as names:
+        val = next(n for n in names if n.endswith("_val"))
+        overrides = [
+            *opts,
+            "DATASETS.TEST",
+            f"('{val}',)",
+            "MODEL.WEIGHTS",
+            str(weights),
+            "MODEL.DEVICE",
+            "cpu",
+        ]
+        cfg = build_config(str(STUDENT_CONFIG), overrides)
+        predictor = DeployedPredictor(build_and_export(cfg, tmp_path / "deployed"))
+        deployed = evaluate(predictor, cfg)["bbox"]
+    assert eager["AP50"] > 0
+    assert deployed["AP"] == pytest.approx(eager["AP"], abs=0.3)
+    assert deployed["AP50"] == pytest.approx(eager["AP50"], abs=0.3)

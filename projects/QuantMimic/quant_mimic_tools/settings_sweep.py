@@ -44,11 +44,10 @@ def evaluate(predictor, cfg) -> dict:
     from detectron2.evaluation import COCOEvaluator, inference_on_dataset
 
     dataset = cfg.DATASETS.TEST[0]
+    loader = build_detection_test_loader(cfg, dataset)  # first: a generated data set is generated here
     with tempfile.TemporaryDirectory() as tmp:
         evaluator = COCOEvaluator(dataset, output_dir=tmp)
-        return inference_on_dataset(
-            predictor.as_module(), build_detection_test_loader(cfg, dataset), evaluator
-        )
+        return inference_on_dataset(predictor.as_module(), loader, evaluator)
 
 
 def sweep(args: argparse.Namespace) -> list[dict]:
@@ -56,8 +55,9 @@ def sweep(args: argparse.Namespace) -> list[dict]:
 
     import quant_mimic  # noqa: F401  (registers the project's models and data sets)
     from quant_mimic.analysis import deployed_latency
+    from quant_mimic.config import build_config
     from quant_mimic.deploy import DeployedPredictor, build_and_export
-    from quant_mimic.engine.setup import build_config, check_weights
+    from quant_mimic.engine.setup import check_weights
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
