@@ -21,8 +21,8 @@ from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
 from detectron2.modeling.proposal_generator import RPN
 from torch import nn
 
-from ..analysis import deployed_config
 from ..checkpoint import StudentCheckpointer
+from ..config import deployed_config
 from ..errors import QuantMimicInputError
 from ..modeling.rfcn import RFCNROIHeads
 from .fold import fold_batch_norm
@@ -246,7 +246,7 @@ def export_deployed(cfg: CfgNode, model: GeneralizedRCNN, output_dir: str | Path
             "head": (head.eval(), (head_input,)),
         }
         for name, (network, inputs) in examples.items():
-            traced = torch.jit.freeze(torch.jit.trace(network, inputs))
+            traced = torch.jit.trace(network, inputs)  # frozen on loading, after any dtype change
             torch.jit.save(traced, str(output_dir / NETWORK_FILES[name]))
         spec["onnx"] = all(
             export_onnx(

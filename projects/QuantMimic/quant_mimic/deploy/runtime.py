@@ -1,7 +1,7 @@
 """The deployed detector: a folder written by :func:`quant_mimic.deploy.export_deployed`, loaded and run.
 
 The folder holds ``deploy.json`` (test-time settings, anchors, input format, class names) and three
-frozen TorchScript networks, batch norm folded into their convs: ``backbone.ts`` (backbone + FPN),
+traced TorchScript networks (frozen when loaded), batch norm folded into their convs: ``backbone.ts`` (backbone + FPN),
 ``rpn_head.ts`` (the RPN head's convs) and ``head.ts`` (Faster R-CNN: box head + predictor; R-FCN: the
 position-sensitive score-map convs). Everything between the networks runs here, batched over the images
 of a call, with fixed-size top-k and one NMS call per stage for all images:
@@ -433,6 +433,7 @@ class DeployedPredictor:
             net = torch.jit.load(str(folder / file), map_location=self.device)
             if half:
                 net = net.half()
+            net = torch.jit.freeze(net.eval())  # weights become constants of the graph
             if optimize and self.device.type == "cpu":
                 net = torch.jit.optimize_for_inference(net)
             networks[name] = net
