@@ -33,8 +33,13 @@ def datasets_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("datasets")
 
 
-def run_train_net(args: list[str], datasets_root: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+def run_train_net(
+    args: list[str], datasets_root: Path, timeout: int = 600, warnings: bool = False
+) -> subprocess.CompletedProcess:
+    """train_net.py in its own process; ``warnings=True`` leaves Python's warnings on, as a user has them."""
     env = dict(os.environ, DETECTRON2_DATASETS=str(datasets_root), PYTHONWARNINGS="ignore")
+    if warnings:
+        del env["PYTHONWARNINGS"]
     return subprocess.run(
         [sys.executable, str(TRAIN_NET), *args],
         cwd=REPO,

@@ -9,18 +9,17 @@ that are found in a worker use 2-5 iteration runs.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
+import conftest
 import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import CONFIGS, REPO, STUDENT_CONFIG, TRAIN_NET
+from conftest import CONFIGS, STUDENT_CONFIG
 
 QM_CONFIG = CONFIGS / "qm_R_tiny_FPN.yaml"
 MINI = [
@@ -34,18 +33,9 @@ MINI = [
 
 
 def run_train_net(args: list[str], datasets_root: Path) -> subprocess.CompletedProcess:
-    """train_net.py as a user runs it: unlike conftest's helper, Python's warnings are left on, so that
-    "one line on stderr" holds for what a user sees."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
-    env["DETECTRON2_DATASETS"] = str(datasets_root)
-    return subprocess.run(
-        [sys.executable, str(TRAIN_NET), *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    """train_net.py as a user runs it: Python's warnings are left on, so that "one line on stderr" holds
+    for what a user sees."""
+    return conftest.run_train_net(args, datasets_root, warnings=True)
 
 
 def one_error_line(run) -> str:
