@@ -11,7 +11,7 @@ import cv2
 import pytest
 from conftest import REPO
 
-from quant_mimic_tools.pipeline import chain, summarize
+from quant_mimic_tools.pipeline import UserData, chain, get_parser, resolve_data, summarize
 
 STAGES = [
     "teacher_R18_2_FPN",
@@ -66,6 +66,52 @@ def test_chain_order_and_teacher_wiring(tmp_path):
         "teacher_R18_2_FPN_quant/model_final.pth"
     )
     assert qm.opts[-2:] == ["SEED", "0"]
+
+
+def test_chain_on_user_data_reads_the_teachers_run_config(tmp_path):
+    for val_format, check_off in (("coco", False), ("voc", True)):
+        data = UserData(["t=coco:/d/t.json:/d/t", "v=coco:/d/v.json:/d/v"], "t", "v", val_format)
+        stages = chain(tmp_path, seeds=[0], data=data)
+        assert [s.name for s in stages] == STAGES
+        for stage, teacher in ((stages[3], "teacher_R18_2_FPN"), (stages[4], "teacher_R18_2_FPN_quant")):
+            key = stage.opts.index("MODEL.QUANT_MIMIC.TEACHER_CONFIG")
+            assert stage.opts[key + 1] == str(tmp_path / teacher / "config.yaml")  # the data's classes
+            assert ("MODEL.QUANT_MIMIC.TEACHER_CHECK_IMAGES" in stage.opts) == check_off
+    assert data.args() == ["--dataset", data.specs[0], "--dataset", data.specs[1]]
+    assert data.opts() == ["DATASETS.TRAIN", "('t',)", "DATASETS.TEST", "('v',)"]
+
+
+def test_user_data_is_recorded_and_checked_against_the_output(tmp_path):
+    from quant_mimic.errors import QuantMimicInputError
+
+    (tmp_path / "t.json").write_text("{}")
+    spec = f"t=coco:{tmp_path / 't.json'}"
+
+    def resolve(*argv):
+        return resolve_data(get_parser().parse_args(list(argv)), tmp_path / "out")
+
+    assert resolve() is None  # the built-in data set
+    for argv, words in [
+        (["--dataset", spec], "--dataset needs --train NAME and --val NAME"),
+        (
+            ["--dataset", spec, "--train", "t", "--val", "v"],
+            r"--val v is not one of the --dataset names \(t\)",
+        ),
+    ]:
+        with pytest.raises(QuantMimicInputError, match=words):
+            resolve(*argv)
+    data = resolve("--dataset", spec, "--train", "t", "--val", "t")
+    assert data.specs == [f"t=coco:{tmp_path / 't.json'}:{tmp_path}"] and data.val_format == "coco"
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "user_data.json").write_text(json.dumps(data.record()))
+    assert resolve() == data  # a rerun on the same output needs no --dataset
+    (tmp_path / "out" / "user_data.json").write_text(json.dumps({**data.record(), "val": "other"}))
+    with pytest.raises(QuantMimicInputError, match="holds runs on other data"):
+        resolve("--dataset", spec, "--train", "t", "--val", "t")
+    (tmp_path / "out" / "user_data.json").unlink()
+    (tmp_path / "out" / "teacher_R18_2_FPN").mkdir()
+    with pytest.raises(QuantMimicInputError, match="holds runs on the built-in data set"):
+        resolve("--dataset", spec, "--train", "t", "--val", "t")
 
 
 def test_summary_gives_mean_and_spread_over_seeds():

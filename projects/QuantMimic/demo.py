@@ -7,13 +7,17 @@
         --video-input clip.mp4 --output vis/clip.mp4
     python projects/QuantMimic/demo.py --config-file ... --webcam --opts MODEL.WEIGHTS ...
     python projects/QuantMimic/demo.py --deployed deployed/qm_student --input 'images/*.png' --output vis/
+    python projects/QuantMimic/demo.py --config-file output/mydata/teacher_R18_2_FPN/config.yaml \
+        --dataset myval=coco:val.json:images/ --input 'images/*.jpg' --output vis/ --opts MODEL.WEIGHTS ...
 
 The detector runs in its deployed form (quant_mimic.deploy: folded, traced, batched inference), made
 on the fly from the config and weights; ``--deployed DIR`` runs a folder written by
 ``python -m quant_mimic_tools.deploy``; ``--eager`` runs detectron2's GeneralizedRCNN instead.
 A QM run's student export (``student_config.yaml``, whose MODEL.WEIGHTS names ``student_final.pth`` next to
 it) runs as is; a QuantMimicRCNN config runs its student, with a QM checkpoint or a student export as
-MODEL.WEIGHTS. The predict + draw logic is quant_mimic/predictor.py.
+MODEL.WEIGHTS. ``--dataset NAME=...`` (datasets/README.md) registers a data set of your own, so that a
+model trained on it draws its class names (the config's DATASETS.TEST[0]) and has its number of classes.
+The predict + draw logic is quant_mimic/predictor.py.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from detectron2.utils.logger import setup_logger
 import quant_mimic  # noqa: F401  (registers the project's models, backbones and data sets)
 from quant_mimic.analysis import deployed_config
 from quant_mimic.config import add_quantmimic_config
+from quant_mimic.data.user import add_dataset_argument, configure_classes, register_user_datasets
 from quant_mimic.engine.setup import build_config, check_weights, resolve_config_path
 from quant_mimic.errors import QuantMimicInputError
 from quant_mimic.predictor import VisualizationDemo
@@ -69,6 +74,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--confidence-threshold", type=float, default=0.5, help="minimum score of a drawn detection"
     )
+    add_dataset_argument(parser)
     parser.add_argument(
         "--opts",
         default=[],
@@ -90,7 +96,10 @@ def _requested_device(config_file: str, opts: Sequence[str]) -> str:
 def setup_cfg(args: argparse.Namespace) -> CfgNode:
     """The deployed model's config (a QuantMimicRCNN config: its student) with the score threshold set and
     MODEL.WEIGHTS checked; raises QuantMimicInputError."""
-    cfg = deployed_config(build_config(args.config_file, args.opts))
+    datasets = register_user_datasets(args.dataset)
+    cfg = build_config(args.config_file, args.opts)
+    configure_classes(cfg, args.opts, datasets)  # the number of classes of a --dataset
+    cfg = deployed_config(cfg)
     requested = _requested_device(args.config_file, args.opts)
     if requested.startswith("cuda") and cfg.MODEL.DEVICE == "cpu":
         print(f"demo.py: MODEL.DEVICE is {requested} but no CUDA device is available: running on the CPU.",

@@ -4,11 +4,16 @@
     python projects/QuantMimic/train_net.py --config-file projects/QuantMimic/configs/shapes/teacher_R18_FPN.yaml
     python projects/QuantMimic/train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/.../model_final.pth
     python projects/QuantMimic/train_net.py --config-file ... --num-gpus 2 SOLVER.IMS_PER_BATCH 8
+    python projects/QuantMimic/train_net.py --config-file ... --dataset mytrain=coco:train.json:images/ \
+        --dataset myval=voc:VOCdevkit/VOC2007:test DATASETS.TRAIN "('mytrain',)" DATASETS.TEST "('myval',)"
 
 The mimic loss is added by the trainer's step: quant_mimic/engine/trainer.py.
 
 Bad input (config, weights, data, checkpoints) ends as one line ``train_net.py: error: <sentence>`` on
 stderr and exit status 2, whether it is found before the workers start or inside one.
+``--dataset NAME=coco:JSON[:IMAGES]`` / ``NAME=voc:DIR:SPLIT[:CLASSES]`` (repeatable, before the overrides)
+registers a data set of your own (quant_mimic/data/user.py, datasets/README.md); MODEL.ROI_HEADS.NUM_CLASSES
+follows its classes unless the overrides set it, and it is checked (json, images, boxes) before training.
 ``--eval-only`` with an OUTPUT_DIR that holds a training run writes to ``<OUTPUT_DIR>/eval/<weights
 file stem>/`` instead, so the run's own files are never replaced.
 """
@@ -42,6 +47,13 @@ from detectron2.utils import comm  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
 import quant_mimic  # noqa: E402, F401  (registers the project's models, backbones and data sets)
+from quant_mimic.data.user import (  # noqa: E402
+    add_dataset_argument,
+    check_user_datasets,
+    configure_classes,
+    misplaced_dataset_option,
+    register_user_datasets,
+)
 from quant_mimic.engine import Trainer, build_config, check_run_inputs  # noqa: E402
 from quant_mimic.engine.checks import check_before_launch  # noqa: E402
 from quant_mimic.engine.run_dir import eval_output_dir, resume_point  # noqa: E402
@@ -63,8 +75,12 @@ def prepare(args) -> CfgNode:
     """The run's config, with what ``args`` needs recorded on it: ``args.resume_point`` (the checkpoint
     --resume loads, or None) and ``args.run_dir`` (the config's OUTPUT_DIR). For --eval-only the
     config's OUTPUT_DIR becomes :func:`eval_output_dir`. Deterministic: the launching process and the
-    workers compute the same."""
+    workers compute the same. ``--dataset`` data sets are registered first (in every process), and
+    ``args.class_notes`` says what their classes set."""
+    misplaced_dataset_option(args.opts)
+    datasets = register_user_datasets(getattr(args, "dataset", []))
     cfg = build_config(args.config_file, args.opts)
+    args.class_notes = configure_classes(cfg, args.opts, datasets)
     args.run_dir = cfg.OUTPUT_DIR
     if not hasattr(args, "resume_point"):  # workers get the launching process's answer
         args.resume_point = resume_point(cfg.OUTPUT_DIR) if args.resume and cfg.OUTPUT_DIR else None
@@ -80,6 +96,8 @@ def setup(args) -> CfgNode:
     default_setup(cfg, args)
     # the project's own loggers (quant_mimic.*) into the same console and OUTPUT_DIR/log.txt
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="quant_mimic")
+    for note in [*args.class_notes, *getattr(args, "data_notes", [])]:
+        logger.info(note)
     if cfg.OUTPUT_DIR != args.run_dir:
         logger.info(f"{args.run_dir} holds a training run: this evaluation writes to {cfg.OUTPUT_DIR}.")
     return cfg
@@ -125,10 +143,11 @@ def main(args):
 
 
 def cli(argv: list[str] | None = None) -> None:
-    args = default_argument_parser().parse_args(argv)
+    args = add_dataset_argument(default_argument_parser()).parse_args(argv)
     try:  # check the inputs once, before any worker starts, so a mistake reads as one sentence
         cfg = prepare(args)
         check_run_inputs(cfg, args.resume, args.eval_only)
+        args.data_notes = check_user_datasets(cfg, args.eval_only)  # json, images, boxes of --dataset
         check_before_launch(cfg, args.num_gpus, args.num_machines, args.eval_only, args.resume_point)
     except QuantMimicInputError as e:
         fail(one_line(e))

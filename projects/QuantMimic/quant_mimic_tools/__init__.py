@@ -6,6 +6,8 @@ from detectron2/). Each runs as ``python -m quant_mimic_tools.<command>``:
     convert        torchvision ImageNet checkpoints -> weights of this project's backbones
     feature_stats  what a quantizer stride does to a trained model's features
     collect_env    versions, where detectron2 came from, missing compiled ops
+    wider_face_eval  the official WIDER FACE evaluation of per-image prediction files: Easy / Medium / Hard AP
+    voc_eval       Pascal VOC AP50 of every class beside the mean, from the devkit's per-class result files
 
 Also here: ``report`` (the main job's model-zoo table, pictures and index page) and ``results`` (the
 run readers and table formatting that the pipeline and the report share). ``quant_mimic`` never

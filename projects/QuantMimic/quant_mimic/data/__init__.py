@@ -4,6 +4,8 @@ Importing this package registers, under ``$DETECTRON2_DATASETS`` (default ``data
 ``quantmimic_shapes_train`` / ``quantmimic_shapes_val`` (the files are generated on first use),
 ``wider_face_train`` / ``wider_face_val`` and detectron2's ``voc_*`` names re-registered with a loader that
 checks every XML file. Registration reads nothing, so absent data sets are fine until they are used.
+A data set of your own (COCO json + images, or a VOC folder) is registered by ``register_user_datasets``
+(the ``--dataset`` option of the commands; ``user.py``), never on import.
 """
 
 import os
@@ -24,6 +26,16 @@ from .shapes import (
     generate_shapes_dataset,
     render_image,
 )
+from .user import (
+    UserDataset,
+    add_dataset_argument,
+    check_user_dataset,
+    check_user_datasets,
+    configure_classes,
+    parse_dataset_spec,
+    register_user_datasets,
+    write_example_datasets,
+)
 from .voc import load_voc_instances_checked, register_checked_voc
 from .wider_face import load_wider_face, parse_wider_face_gt, register_wider_face
 
@@ -35,17 +47,25 @@ __all__ = [
     "SHAPE_TEXTURES",
     "SHAPES_DATASET_PREFIX",
     "ShapesSpec",
+    "UserDataset",
+    "add_dataset_argument",
+    "check_user_dataset",
+    "check_user_datasets",
+    "configure_classes",
     "default_datasets_root",
     "ensure_dataset_generated",
     "ensure_shapes_generated",
     "generate_shapes_dataset",
     "load_voc_instances_checked",
     "load_wider_face",
+    "parse_dataset_spec",
     "parse_wider_face_gt",
     "register_checked_voc",
     "register_shapes_datasets",
+    "register_user_datasets",
     "register_wider_face",
     "render_image",
+    "write_example_datasets",
 ]
 
 # A 64 + 32 image variant for smoke runs and tests (same generator, its own folder).

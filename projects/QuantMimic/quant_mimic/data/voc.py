@@ -37,7 +37,7 @@ VOC_SPLITS = (
 _COORDS = ("xmin", "ymin", "xmax", "ymax")
 # What detectron2's PascalVOCDetectionEvaluator reads from each <object> besides name and bndbox.
 _EVAL_FIELDS = ("difficult", "truncated", "pose")
-_FIX_XML = "restore the file from the official VOCtrainval/VOCtest tar"
+_FIX_XML = "restore the file (for VOC itself: from the official VOCtrainval/VOCtest tar)"
 
 
 def _text(elem: ET.Element | None) -> str | None:
