@@ -93,10 +93,6 @@ def chain(output: Path, seeds: list[int], data: UserData | None = None) -> list[
             ["MODEL.QUANT_MIMIC.TEACHER_CONFIG", str(teacher / "config.yaml")],
             ["MODEL.QUANT_MIMIC.TEACHER_CONFIG", str(teacher_q / "config.yaml")],
         ]
-        if data.val_format == "voc":
-            # The teacher check before mimic training measures COCO AP, which detectron2's COCOEvaluator
-            # computes for a non-COCO data set only with an output folder, which the check does not give.
-            teacher_opts = [[*o, "MODEL.QUANT_MIMIC.TEACHER_CHECK_IMAGES", "0"] for o in teacher_opts]
     stages = [
         Stage(
             "teacher_R18_2_FPN", "shapes/teacher_R18_2_FPN.yaml", "full-precision teacher, ResNet18-1-2 FPN"

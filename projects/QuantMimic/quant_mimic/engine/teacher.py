@@ -91,12 +91,19 @@ def load_teacher_weights(teacher: nn.Module, path: str, teacher_config: str) -> 
 
 
 @torch.no_grad()
-def quick_teacher_ap(teacher: nn.Module, teacher_cfg: CfgNode, dataset_name: str, num_images: int) -> float:
+def quick_teacher_ap(
+    teacher: nn.Module,
+    teacher_cfg: CfgNode,
+    dataset_name: str,
+    num_images: int,
+    output_dir: str | None = None,
+) -> float:
     """COCO box AP of ``teacher`` on the first ``num_images`` images of ``dataset_name``."""
     dicts = DatasetCatalog.get(dataset_name)[:num_images]
     mapper = ImageErrorNamingMapper(DatasetMapper(teacher_cfg, is_train=False))
     loader = build_detection_test_loader(dicts, mapper=mapper)
-    evaluator = COCOEvaluator(dataset_name, tasks=("bbox",), distributed=False)
+    # output_dir: where detectron2 writes its COCO conversion of a non-COCO data set (VOC, WIDER FACE)
+    evaluator = COCOEvaluator(dataset_name, tasks=("bbox",), distributed=False, output_dir=output_dir)
     evaluator.reset()
     was_training = teacher.training
     teacher.eval()

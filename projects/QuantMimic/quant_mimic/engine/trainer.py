@@ -15,11 +15,11 @@ from detectron2.data import (
     build_detection_train_loader,
 )
 from detectron2.engine import DefaultTrainer
-from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, PascalVOCDetectionEvaluator
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluator
 
 from ..compat import cpu_capable_ddp
 from ..errors import QuantMimicInputError
-from ..evaluation import WiderFaceEvaluator
+from ..evaluation import PascalVOCPerClassEvaluator, WiderFaceEvaluator
 from ..modeling.meta_arch import QuantMimicRCNN
 from ..modeling.mimic_loss import MimicLoss
 from .export import StudentExportHook
@@ -67,7 +67,10 @@ class Trainer(DefaultTrainer):
         load_teacher_weights(model.teacher.model, qm.TEACHER_WEIGHTS, qm.TEACHER_CONFIG)
         if qm.TEACHER_CHECK_IMAGES > 0 and cfg.DATASETS.TEST:
             dataset = cfg.DATASETS.TEST[0]
-            ap = quick_teacher_ap(model.teacher.model, model.teacher.cfg, dataset, qm.TEACHER_CHECK_IMAGES)
+            output_dir = os.path.join(cfg.OUTPUT_DIR, "teacher_check")
+            ap = quick_teacher_ap(
+                model.teacher.model, model.teacher.cfg, dataset, qm.TEACHER_CHECK_IMAGES, output_dir
+            )
             logger.info(f"Teacher AP on the first {qm.TEACHER_CHECK_IMAGES} images of {dataset}: {ap:.1f}")
             if not ap >= qm.TEACHER_MIN_AP:
                 raise QuantMimicInputError(
@@ -108,7 +111,7 @@ class Trainer(DefaultTrainer):
         if evaluator_type == "coco":
             return COCOEvaluator(dataset_name, tasks=("bbox",), output_dir=output_folder)
         if evaluator_type == "pascal_voc":
-            return PascalVOCDetectionEvaluator(dataset_name)
+            return PascalVOCPerClassEvaluator(dataset_name, output_dir=output_folder)
         if evaluator_type == "wider_face":
             return WiderFaceEvaluator(dataset_name, output_dir=output_folder)
         raise QuantMimicInputError(
