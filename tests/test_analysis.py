@@ -8,7 +8,7 @@ from conftest import CONFIGS, STUDENT_CONFIG
 from detectron2.modeling import StandardROIHeads, build_model
 
 from quant_mimic.analysis import PARTS, model_cost, random_image, staged_inference
-from quant_mimic.engine import build_config
+from quant_mimic.config import build_config
 
 CPU = ["MODEL.DEVICE", "cpu"]
 SIZE = 192

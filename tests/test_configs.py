@@ -8,8 +8,7 @@ import pytest
 from conftest import CONFIGS
 from detectron2.modeling import build_model
 
-from quant_mimic.engine import build_config
-from quant_mimic.modeling.meta_arch import load_teacher_config
+from quant_mimic.config import build_config, load_teacher_config
 
 ALL_CONFIGS = sorted(
     p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("*.yaml") if not p.name.startswith("Base")

@@ -9,7 +9,7 @@ from conftest import CONFIGS
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
-from quant_mimic.engine import build_config
+from quant_mimic.config import build_config
 from quant_mimic.errors import QuantMimicInputError
 from quant_mimic_tools.convert import check_target_config, convert, main, vgg16_feature_names
 

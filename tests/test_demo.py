@@ -16,8 +16,8 @@ from conftest import CONFIGS, PROJECT, REPO, STUDENT_CONFIG
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
+from quant_mimic.config import build_config
 from quant_mimic.data import MINI_SPEC, render_image
-from quant_mimic.engine import build_config
 from quant_mimic.engine.export import export_student
 from quant_mimic.predictor import Predictor
 

@@ -21,9 +21,9 @@ from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
 from detectron2.modeling.box_regression import Box2BoxTransform
 from torch import nn
 
+from quant_mimic.config import build_config
 from quant_mimic.deploy import DeployedPredictor, export_deployed, fold_batch_norm
 from quant_mimic.deploy.runtime import DEPLOY_FILE, decode_boxes, grid_anchors, resized_shape
-from quant_mimic.engine import build_config
 from quant_mimic_tools.deploy import main as deploy_main
 
 CPU = ["MODEL.DEVICE", "cpu"]

@@ -68,7 +68,7 @@ def teacher(tmp_path_factory):
     """A ResNet18-1-8 FPN teacher config (wider than the 1-16 student) and a checkpoint of its weights."""
     from detectron2.modeling import build_model
 
-    from quant_mimic.engine import build_config
+    from quant_mimic.config import build_config
 
     folder = tmp_path_factory.mktemp("teacher")
     config = folder / "teacher_R18_8_FPN.yaml"

@@ -1,8 +1,12 @@
-"""The mimic loss against a hand computation, its modes, and the matching ratio."""
+"""The mimic loss against a hand computation, its modes, the matching ratio, and its quantizer (the
+teacher's unless set explicitly)."""
 
 import pytest
 import torch
+from conftest import CONFIGS
 
+from quant_mimic.config import build_config, load_teacher_config, mimic_quantizer
+from quant_mimic.errors import QuantMimicInputError
 from quant_mimic.modeling.mimic_loss import MimicFeatures, MimicLoss
 from quant_mimic.modeling.quantizer import Quantizer
 
@@ -78,3 +82,80 @@ def test_empty_batch_gives_zero_loss():
 def test_unknown_normalisation_is_refused():
     with pytest.raises(ValueError, match="Unknown mimic loss normalisation"):
         make_loss(normalize="mean")
+
+
+# --- the loss's quantizer: MODEL.QUANT_MIMIC.QUANTIZER_TYPE / _STRIDE, else the teacher's MODEL.QUANTIZER ---
+
+QM_CONFIG = CONFIGS / "qm_R_tiny_FPN.yaml"
+
+
+def qm_cfg_with_teacher(tmp_path, *opts, enabled=True, kind="pow2", stride=0.5):
+    """The main QM config with a teacher whose in-model quantizer is (``kind``, ``stride``)."""
+    teacher = tmp_path / "teacher.yaml"
+    teacher.write_text(
+        f'_BASE_: "{CONFIGS / "shapes" / "teacher_R18_2_FPN_quant.yaml"}"\nMODEL:\n  QUANTIZER:\n'
+        f'    ENABLED: {enabled}\n    TYPE: "{kind}"\n    STRIDE: {stride}\n'
+    )
+    return build_config(str(QM_CONFIG), ["MODEL.QUANT_MIMIC.TEACHER_CONFIG", str(teacher), *opts])
+
+
+def loss_quantizer(cfg) -> tuple[str, float]:
+    quantizer = MimicLoss(cfg).quantizer
+    return quantizer.kind, quantizer.stride
+
+
+def test_unset_loss_quantizer_follows_the_quantized_teacher(tmp_path):
+    cfg = qm_cfg_with_teacher(tmp_path)
+    assert (cfg.MODEL.QUANT_MIMIC.QUANTIZER_TYPE, cfg.MODEL.QUANT_MIMIC.QUANTIZER_STRIDE) == ("", 0.0)
+    assert loss_quantizer(cfg) == ("pow2", 0.5)
+    assert mimic_quantizer(cfg, load_teacher_config(cfg)) == ("pow2", 0.5)  # a loaded teacher config
+
+
+@pytest.mark.parametrize(
+    "opts, expected",
+    [
+        (["MODEL.QUANT_MIMIC.QUANTIZER_TYPE", "uniform"], ("uniform", 0.5)),
+        (["MODEL.QUANT_MIMIC.QUANTIZER_STRIDE", "2.0"], ("pow2", 2.0)),
+        (["MODEL.QUANT_MIMIC.QUANTIZER_TYPE", "uniform", "MODEL.QUANT_MIMIC.QUANTIZER_STRIDE", "2.0"],
+         ("uniform", 2.0)),
+    ],
+)  # fmt: skip
+def test_explicit_loss_quantizer_wins_over_the_teachers(tmp_path, opts, expected):
+    assert loss_quantizer(qm_cfg_with_teacher(tmp_path, *opts)) == expected
+
+
+def test_explicit_loss_quantizer_does_not_read_the_teacher_config(tmp_path):
+    cfg = build_config(str(QM_CONFIG), ["MODEL.QUANT_MIMIC.QUANTIZER_TYPE", "pow2",
+                                        "MODEL.QUANT_MIMIC.QUANTIZER_STRIDE", "2.0",
+                                        "MODEL.QUANT_MIMIC.TEACHER_CONFIG", str(tmp_path / "none.yaml")])  # fmt: skip
+    assert mimic_quantizer(cfg) == ("pow2", 2.0)
+    cfg.MODEL.QUANT_MIMIC.QUANTIZER_STRIDE = 0.0  # unset: the teacher config is needed, and missing
+    with pytest.raises(QuantMimicInputError, match="TEACHER_CONFIG .* is not a config file"):
+        mimic_quantizer(cfg)
+
+
+def test_full_precision_teacher_gives_the_papers_quantizer(tmp_path):
+    # plain mimic: the teacher has no quantizer, so an unset loss quantizer is uniform with stride 1
+    assert loss_quantizer(qm_cfg_with_teacher(tmp_path, enabled=False)) == ("uniform", 1.0)
+
+
+def test_negative_loss_stride_is_refused(tmp_path):
+    cfg = qm_cfg_with_teacher(tmp_path, "MODEL.QUANT_MIMIC.QUANTIZER_STRIDE", "-1.0")
+    with pytest.raises(QuantMimicInputError, match="QUANTIZER_STRIDE is -1.0: use a positive stride"):
+        MimicLoss(cfg)
+
+
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        ("qm_R_tiny_FPN.yaml", ("uniform", 1.0)),
+        ("shapes/qm_VGG32_RFCN.yaml", ("uniform", 1.0)),
+        ("shapes/mimic_R18_16_FPN.yaml", ("uniform", 1.0)),
+        ("shapes/qm_pow2_R18_16_FPN.yaml", ("pow2", 1.0)),  # differs from its teacher on purpose
+        ("wider_face/qm_VGG32_RFCN.yaml", ("uniform", 1.0)),
+        ("wider_face/qm_pow2_VGG32_RFCN.yaml", ("pow2", 1.0)),
+        ("voc/qm_R18_16_FPN.yaml", ("uniform", 1.0)),
+    ],
+)
+def test_shipped_configs_loss_quantizer(config, expected):
+    assert loss_quantizer(build_config(str(CONFIGS / config))) == expected

@@ -12,7 +12,8 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.modeling import build_model
 
-from quant_mimic.engine import Trainer, build_config
+from quant_mimic.config import build_config
+from quant_mimic.engine import Trainer
 from quant_mimic.engine.export import export_student
 from quant_mimic.errors import QuantMimicInputError
 from quant_mimic.modeling import MimicLoss

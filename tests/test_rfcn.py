@@ -13,7 +13,8 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from quant_mimic.engine import Trainer, build_config
+from quant_mimic.config import build_config
+from quant_mimic.engine import Trainer
 from quant_mimic.modeling import MIMIC_FEATURES_KEY, PSRoIPredictor, QuantMimicRCNN, RFCNROIHeads
 
 STUDENT = CONFIGS / "shapes" / "student_VGG32_RFCN_scratch.yaml"

@@ -13,8 +13,8 @@ from detectron2.modeling.backbone.fpn import FPN
 from detectron2.modeling.backbone.resnet import BasicBlock, BottleneckBlock, ResNet
 from torch import nn
 
+from quant_mimic.config import add_quantmimic_config
 from quant_mimic.modeling import (
-    add_tiny_resnet_config,
     build_tiny_resnet_backbone,
     build_tiny_resnet_fpn_backbone,
     scaled_channels,
@@ -37,7 +37,7 @@ INPUT_SHAPE = ShapeSpec(channels=3)
 
 
 def make_cfg(depth=18, divisor=1, norm="BN", fpn_norm="", freeze_at=0, name="build_tiny_resnet_backbone"):
-    cfg = add_tiny_resnet_config(get_cfg())
+    cfg = add_quantmimic_config(get_cfg())
     cfg.MODEL.BACKBONE.NAME = name
     cfg.MODEL.BACKBONE.FREEZE_AT = freeze_at
     cfg.MODEL.RESNETS.DEPTH = depth
@@ -87,10 +87,10 @@ def num_params(module):
 def test_config_key_added_once():
     cfg = get_cfg()
     assert "WIDTH_DIVISOR" not in cfg.MODEL.RESNETS
-    add_tiny_resnet_config(cfg)
+    add_quantmimic_config(cfg)
     assert cfg.MODEL.RESNETS.WIDTH_DIVISOR == 1
     cfg.MODEL.RESNETS.WIDTH_DIVISOR = 16
-    add_tiny_resnet_config(cfg)
+    add_quantmimic_config(cfg)
     assert cfg.MODEL.RESNETS.WIDTH_DIVISOR == 16
 
 
@@ -221,7 +221,7 @@ def test_registry_builds(name, expected_type):
 
 def test_default_res2_width_for_basic_blocks():
     # detectron2's default RES2_OUT_CHANNELS (256) is the R50 value; R18 reads it as 64.
-    cfg = add_tiny_resnet_config(get_cfg())
+    cfg = add_quantmimic_config(get_cfg())
     cfg.MODEL.RESNETS.DEPTH = 18
     cfg.MODEL.RESNETS.OUT_FEATURES = ["res5"]
     assert cfg.MODEL.RESNETS.RES2_OUT_CHANNELS == 256

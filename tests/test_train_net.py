@@ -101,8 +101,8 @@ def test_the_deployed_model_reaches_the_eager_models_ap(trained, datasets_root, 
     """The trained student's deployed form, evaluated on the same val set with the same evaluator."""
     from conftest import registered_mini_shapes
 
+    from quant_mimic.config import build_config
     from quant_mimic.deploy import DeployedPredictor, build_and_export
-    from quant_mimic.engine import build_config
     from quant_mimic_tools.settings_sweep import evaluate
 
     _, opts, train_run, weights = trained

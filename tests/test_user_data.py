@@ -18,6 +18,7 @@ import pytest
 from conftest import REPO, STUDENT_CONFIG
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from quant_mimic.config import build_config
 from quant_mimic.data import user
 from quant_mimic.data.user import (
     check_user_dataset,
@@ -26,7 +27,6 @@ from quant_mimic.data.user import (
     register_user_datasets,
     write_example_datasets,
 )
-from quant_mimic.engine import build_config
 from quant_mimic.errors import QuantMimicInputError
 
 README = REPO / "datasets" / "README.md"

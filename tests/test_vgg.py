@@ -11,8 +11,7 @@ from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling import build_backbone, build_model
 from detectron2.utils.events import EventStorage
 
-from quant_mimic.config import add_quantmimic_config
-from quant_mimic.engine import build_config
+from quant_mimic.config import add_quantmimic_config, build_config
 from quant_mimic.modeling import VGG
 
 STAGES = ("vgg1", "vgg2", "vgg3", "vgg4", "vgg5")

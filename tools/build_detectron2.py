@@ -2,8 +2,8 @@
 """Build detectron2 0.6 as a pure-Python wheel from PyPI's ``pb1-detectron2==0.6`` sdist.
 
 detectron2 publishes no wheel on PyPI. ``pb1-detectron2==0.6`` carries upstream v0.6's ``detectron2/``
-package file for file, minus the C++ sources (see shared/DETECTRON2.md in the planning notes and the
-project README). This script:
+package file for file, minus the C++ sources (``detectron2/layers/csrc``) and plus the model-zoo configs;
+its own setup.py fails, because it compiles those missing sources. This script:
 
 1. downloads the sdist from the package index (PIP_INDEX_URL or pypi.org),
 2. checks its sha256,

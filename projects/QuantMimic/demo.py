@@ -32,15 +32,14 @@ from typing import Sequence
 import cv2
 import torch
 import tqdm
-from detectron2.config import CfgNode, get_cfg
+from detectron2.config import CfgNode
 from detectron2.data.detection_utils import read_image
 from detectron2.utils.logger import setup_logger
 
 import quant_mimic  # noqa: F401  (registers the project's models, backbones and data sets)
-from quant_mimic.analysis import deployed_config
-from quant_mimic.config import add_quantmimic_config
+from quant_mimic.config import build_config, deployed_config, fall_back_to_cpu, resolve_config_path
 from quant_mimic.data.user import add_dataset_argument, configure_classes, register_user_datasets
-from quant_mimic.engine.setup import build_config, check_weights, resolve_config_path
+from quant_mimic.engine.setup import check_weights
 from quant_mimic.errors import QuantMimicInputError
 from quant_mimic.predictor import VisualizationDemo
 
@@ -84,24 +83,15 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _requested_device(config_file: str, opts: Sequence[str]) -> str:
-    """MODEL.DEVICE as the config and the overrides ask for it (build_config may fall back to the CPU)."""
-    cfg = get_cfg()
-    add_quantmimic_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
-    return cfg.MODEL.DEVICE
-
-
 def setup_cfg(args: argparse.Namespace) -> CfgNode:
     """The deployed model's config (a QuantMimicRCNN config: its student) with the score threshold set and
     MODEL.WEIGHTS checked; raises QuantMimicInputError."""
     datasets = register_user_datasets(args.dataset)
-    cfg = build_config(args.config_file, args.opts)
+    cfg = build_config(args.config_file, args.opts, cpu_fallback=False)
     configure_classes(cfg, args.opts, datasets)  # the number of classes of a --dataset
     cfg = deployed_config(cfg)
-    requested = _requested_device(args.config_file, args.opts)
-    if requested.startswith("cuda") and cfg.MODEL.DEVICE == "cpu":
+    requested = fall_back_to_cpu(cfg)
+    if requested:
         print(f"demo.py: MODEL.DEVICE is {requested} but no CUDA device is available: running on the CPU.",
               file=sys.stderr)  # fmt: skip
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = args.confidence_threshold

@@ -47,6 +47,7 @@ from detectron2.utils import comm  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
 import quant_mimic  # noqa: E402, F401  (registers the project's models, backbones and data sets)
+from quant_mimic.config import build_config  # noqa: E402
 from quant_mimic.data.user import (  # noqa: E402
     add_dataset_argument,
     check_user_datasets,
@@ -54,7 +55,7 @@ from quant_mimic.data.user import (  # noqa: E402
     misplaced_dataset_option,
     register_user_datasets,
 )
-from quant_mimic.engine import Trainer, build_config, check_run_inputs  # noqa: E402
+from quant_mimic.engine import Trainer, check_run_inputs  # noqa: E402
 from quant_mimic.engine.checks import check_before_launch  # noqa: E402
 from quant_mimic.engine.run_dir import eval_output_dir, resume_point  # noqa: E402
 from quant_mimic.errors import QuantMimicInputError, one_line  # noqa: E402

@@ -39,20 +39,13 @@ from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Instances
 from torch import nn
 
+from .config import deployed_config
 from .errors import QuantMimicInputError
-from .modeling.meta_arch import student_config
 
 if TYPE_CHECKING:
     from .deploy import DeployedPredictor
 
 PARTS = ("preprocess", "backbone", "rpn", "roi_heads", "postprocess")
-
-
-def deployed_config(cfg: CfgNode) -> CfgNode:
-    """The config of the model that runs at test time: a QuantMimicRCNN's student, else ``cfg`` itself."""
-    if cfg.MODEL.META_ARCHITECTURE == "QuantMimicRCNN":
-        return student_config(cfg)
-    return cfg
 
 
 def has_standard_box_branch(roi_heads: nn.Module) -> bool:

@@ -20,8 +20,8 @@ from detectron2.engine import DefaultPredictor
 from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import ColorMode, VisImage, Visualizer
 
-from .analysis import deployed_config
 from .checkpoint import StudentCheckpointer
+from .config import deployed_config
 from .deploy import DeployedPredictor, build_and_export
 
 

@@ -32,6 +32,7 @@ machine whose cores are busy with other work, intra-op threads wait on each othe
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import resource
 import shutil
@@ -45,7 +46,9 @@ from pathlib import Path
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-def _measure(kind: str, steps: int, warmup: int, batch: int, device: str, teacher_weights: str) -> dict:
+def _measure(
+    kind: str, steps: int, warmup: int, batch: int, device: str, teacher_weights: str, dataset: str
+) -> dict:
     """Median time of the trainer's real step (``Trainer``: detectron2's step, for QM with the mimic
     loss) on one batch of the built-in data set fed again and again, or of the teacher's forward."""
     import itertools
@@ -55,7 +58,8 @@ def _measure(kind: str, steps: int, warmup: int, batch: int, device: str, teache
     from detectron2.utils.events import EventStorage
 
     from quant_mimic.compat import feed_batches
-    from quant_mimic.engine import Trainer, build_config
+    from quant_mimic.config import build_config
+    from quant_mimic.engine import Trainer
 
     config = (
         "qm_R_tiny_FPN.yaml"
@@ -70,7 +74,11 @@ def _measure(kind: str, steps: int, warmup: int, batch: int, device: str, teache
     cfg = build_config(str(CONFIGS / config), opts)
     trainer = Trainer(cfg)
     mapper = DatasetMapper(cfg, is_train=True)
-    data = [mapper(d) for d in DatasetCatalog.get("quantmimic_shapes_mini_train")[:batch]]
+    dicts = copy.deepcopy(DatasetCatalog.get(dataset)[:batch])
+    for d in dicts:  # timing does not depend on class ids: fold the data set's classes onto the config's
+        for a in d.get("annotations", []):
+            a["category_id"] %= cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    data = [mapper(d) for d in dicts]
     feed_batches(trainer._trainer, itertools.repeat(data))
     model = trainer.model
 
@@ -111,8 +119,7 @@ def _teacher_weights(folder: str) -> str:
     import torch
     from detectron2.modeling import build_model
 
-    from quant_mimic.engine import build_config
-    from quant_mimic.modeling.meta_arch import load_teacher_config
+    from quant_mimic.config import build_config, load_teacher_config
 
     cfg = build_config(str(CONFIGS / "qm_R_tiny_FPN.yaml"), ["MODEL.DEVICE", "cpu"])
     teacher = build_model(load_teacher_config(cfg))
@@ -133,7 +140,8 @@ def measure_training(args: argparse.Namespace) -> dict:
         for kind in ("scratch", "teacher_forward", "qm"):
             cmd = [sys.executable, "-m", "quant_mimic_tools.benchmark", "--steps", str(args.steps)]
             cmd += ["--warmup", str(args.warmup), "--batch", str(args.batch), "--device", args.device]
-            cmd += ["--threads", str(args.threads)]
+            cmd += ["--threads", str(args.threads), "--data", args.data]
+            cmd += [a for spec in args.dataset for a in ("--dataset", spec)]
             out = subprocess.run(
                 [*cmd, "--_child", kind, weights], capture_output=True, text=True, check=True
             )
@@ -188,9 +196,9 @@ def _load(cfg, weights: str | None):
 def measure_pair(args: argparse.Namespace, configs: dict, weights: dict, sizes: list) -> dict:
     """Eager and deployed (each backend) cost of teacher and student at each size and batch, and ratios."""
     from quant_mimic.analysis import deployed_latency, model_cost
+    from quant_mimic.config import build_config
     from quant_mimic.deploy import DeployedPredictor, export_deployed
     from quant_mimic.deploy.runtime import choose_backend
-    from quant_mimic.engine import build_config
 
     cfgs = {name: build_config(path, ["MODEL.DEVICE", args.device]) for name, path in configs.items()}
     models = {name: _load(cfg, weights.get(name)) for name, cfg in cfgs.items()}
@@ -348,7 +356,18 @@ def print_inference(args: argparse.Namespace, results: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from quant_mimic.data.user import add_dataset_argument, register_user_datasets
+    from quant_mimic.errors import QuantMimicInputError, one_line
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--data",
+        default="quantmimic_shapes_mini_train",
+        metavar="NAME",
+        help="the data set whose first --batch images make the training steps' batch (a built-in name or a "
+        "--dataset NAME)",
+    )
+    add_dataset_argument(parser)
     parser.add_argument("--steps", type=int, default=10, help="timed training steps per kind")
     parser.add_argument(
         "--warmup", type=int, default=3, help="untimed steps / passes first (oneDNN / CUDA warm-up)"
@@ -383,9 +402,15 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     import quant_mimic  # noqa: F401  (registers the data sets)
 
+    try:
+        register_user_datasets(args.dataset)
+    except QuantMimicInputError as e:
+        parser.error(one_line(e))
     if args._child:
         kind, weights = args._child
-        print(json.dumps(_measure(kind, args.steps, args.warmup, args.batch, args.device, weights)))
+        print(
+            json.dumps(_measure(kind, args.steps, args.warmup, args.batch, args.device, weights, args.data))
+        )
         return
     if args.skip_train and args.skip_infer:
         parser.error("--skip-train and --skip-infer together leave nothing to measure")

@@ -29,6 +29,7 @@ from typing import Dict, Iterator, Tuple
 
 import torch
 
+from quant_mimic.config import build_config
 from quant_mimic.errors import QuantMimicInputError
 from quant_mimic.modeling.backbone.vgg import VGG16_STAGES
 
@@ -106,9 +107,6 @@ def convert(
 
 def check_target_config(model: str, config_file: str) -> None:
     """Refuse, with one sentence, a target config the converted weights cannot initialise."""
-    # not at module level: the engine imports detectron2's trainer
-    from quant_mimic.engine import build_config
-
     cfg = build_config(config_file)
     backbone = cfg.MODEL.BACKBONE.NAME
     if model == "vgg16":

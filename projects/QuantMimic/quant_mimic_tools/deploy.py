@@ -18,6 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from quant_mimic.data.user import add_dataset_argument
 from quant_mimic.errors import QuantMimicInputError
 
 
@@ -27,6 +28,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights", help="its checkpoint (default: the config's MODEL.WEIGHTS)")
     parser.add_argument("--output", required=True, metavar="DIR", help="the deployed folder to write")
     parser.add_argument("--force", action="store_true", help="replace an existing deployed folder")
+    add_dataset_argument(parser)  # --dataset NAME=...: a user's data set, for its class names
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
     return parser
 
@@ -34,15 +36,19 @@ def get_parser() -> argparse.ArgumentParser:
 def deploy(args: argparse.Namespace) -> Path:
     """Check the inputs, then export; raises QuantMimicInputError with one sentence."""
     import quant_mimic  # noqa: F401  (registers the project's models)
+    from quant_mimic.config import build_config, resolve_config_path
+    from quant_mimic.data.user import configure_classes, register_user_datasets
     from quant_mimic.deploy import build_and_export
     from quant_mimic.deploy.runtime import DEPLOY_FILE
-    from quant_mimic.engine.setup import build_config, check_weights, resolve_config_path
+    from quant_mimic.engine.setup import check_weights
 
     output = Path(args.output)
     if (output / DEPLOY_FILE).exists() and not args.force:
         raise QuantMimicInputError(f"{output} already holds a deployed model: pass --force to replace it.")
     opts = list(args.opts) + (["MODEL.WEIGHTS", args.weights] if args.weights else [])
+    datasets = register_user_datasets(args.dataset)
     cfg = build_config(args.config_file, opts + ["MODEL.DEVICE", "cpu"])
+    configure_classes(cfg, opts, datasets)
     cfg.defrost()
     if not cfg.MODEL.WEIGHTS:
         raise QuantMimicInputError(

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     from detectron2.modeling import build_model
 
     import quant_mimic  # noqa: F401
-    from quant_mimic.engine import build_config
+    from quant_mimic.config import build_config
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config-file", required=True)

@@ -1,4 +1,4 @@
-from .setup import build_config, check_run_inputs
+from .setup import check_run_inputs
 from .trainer import Trainer
 
-__all__ = ["Trainer", "build_config", "check_run_inputs"]
+__all__ = ["Trainer", "check_run_inputs"]

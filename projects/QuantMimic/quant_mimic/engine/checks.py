@@ -10,17 +10,13 @@ from __future__ import annotations
 import os
 
 import torch
-import yaml
 from detectron2.config import CfgNode
 from detectron2.modeling import GeneralizedRCNN
 
+from ..config import QUANT_MIMIC_ARCH, load_teacher_config
 from ..errors import QuantMimicInputError
-from ..modeling.meta_arch import load_teacher_config
 from .run_dir import ResumePoint, read_checkpoint
-from .setup import yaml_error_sentence
 from .teacher import load_teacher_weights
-
-QUANT_MIMIC_ARCH = "QuantMimicRCNN"
 
 
 def check_processes(cfg: CfgNode, num_gpus: int, num_machines: int, eval_only: bool) -> None:
@@ -47,28 +43,6 @@ def check_processes(cfg: CfgNode, num_gpus: int, num_machines: int, eval_only: b
         )
 
 
-def _teacher_config(cfg: CfgNode) -> CfgNode:
-    """``load_teacher_config`` with the teacher yaml's own errors turned into one sentence."""
-    path = cfg.MODEL.QUANT_MIMIC.TEACHER_CONFIG
-    try:
-        return load_teacher_config(cfg)
-    except yaml.YAMLError as e:
-        raise QuantMimicInputError(
-            yaml_error_sentence(e, path, what="Teacher config (MODEL.QUANT_MIMIC.TEACHER_CONFIG)")
-        ) from None
-    except OSError as e:
-        raise QuantMimicInputError(
-            f"Teacher config {path} (MODEL.QUANT_MIMIC.TEACHER_CONFIG) names {e.filename or 'a file'} (as "
-            f"_BASE_), which cannot be read ({e.strerror or e}): fix the _BASE_ path."
-        ) from None
-    except (KeyError, AssertionError, ValueError) as e:
-        msg = " ".join(str(e.args[0] if e.args else e).strip("'\"").split())
-        raise QuantMimicInputError(
-            f"Teacher config {path} (MODEL.QUANT_MIMIC.TEACHER_CONFIG): {msg}; check the key's spelling and "
-            "value type against detectron2's defaults and projects/QuantMimic/quant_mimic/config.py."
-        ) from None
-
-
 def check_teacher(cfg: CfgNode, eval_only: bool) -> None:
     """For a ``QuantMimicRCNN`` config: the teacher config is readable and has the student's classes,
     and (for training) MODEL.QUANT_MIMIC.TEACHER_WEIGHTS is a readable checkpoint whose every key and
@@ -79,7 +53,7 @@ def check_teacher(cfg: CfgNode, eval_only: bool) -> None:
     """
     if cfg.MODEL.META_ARCHITECTURE != QUANT_MIMIC_ARCH:
         return
-    teacher_cfg = _teacher_config(cfg)
+    teacher_cfg = load_teacher_config(cfg)  # its yaml's own errors are one sentence too
     if eval_only:
         return
     teacher_cfg = teacher_cfg.clone()

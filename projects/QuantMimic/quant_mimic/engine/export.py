@@ -9,7 +9,8 @@ from detectron2.config import CfgNode
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
-from ..modeling.meta_arch import QuantMimicRCNN, student_config
+from ..config import student_config
+from ..modeling.meta_arch import QuantMimicRCNN
 
 STUDENT_WEIGHTS = "student_final.pth"
 STUDENT_CONFIG = "student_config.yaml"

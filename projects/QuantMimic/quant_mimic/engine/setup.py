@@ -1,4 +1,5 @@
-"""Config building and input checks run once, in the launching process, before any worker starts.
+"""Input checks run once, in the launching process, before any worker starts (the config itself is
+built by :func:`quant_mimic.config.build_config`).
 
 Every problem found here becomes a :class:`QuantMimicInputError` whose message is one sentence that
 names the problem and the fix; ``train_net.py`` prints it and exits with status 2.
@@ -6,103 +7,16 @@ names the problem and the fix; ``train_net.py`` prints it and exits with status 
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Sequence
 
-import torch
-import yaml
-from detectron2.config import CfgNode, get_cfg
+from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from ..config import add_quantmimic_config
 from ..errors import QuantMimicInputError
 
 # Metadata fields that name files or folders a registered data set reads.
 _DATASET_PATH_FIELDS = ("dirname", "image_root", "json_file", "annotation_file", "gt_dir")
-
-
-def build_config(config_file: str, opts: Sequence[str] = ()) -> CfgNode:
-    """detectron2 config + QuantMimic keys, merged with ``config_file`` and ``opts`` (not frozen)."""
-    cfg = get_cfg()
-    add_quantmimic_config(cfg)
-    if not config_file:
-        raise QuantMimicInputError("No --config-file given: pass one of projects/QuantMimic/configs/*.yaml.")
-    if not os.path.isfile(config_file):
-        raise QuantMimicInputError(
-            f"Config file {config_file} does not exist: pass one of projects/QuantMimic/configs/*.yaml."
-        )
-    for source, merge, arg in [
-        (config_file, cfg.merge_from_file, config_file),
-        ("the command-line overrides", cfg.merge_from_list, list(opts)),
-    ]:
-        try:
-            merge(arg)
-        except yaml.YAMLError as e:
-            raise QuantMimicInputError(yaml_error_sentence(e, config_file)) from None
-        except OSError as e:  # the file itself, or a _BASE_ file it names, cannot be read
-            if e.filename and os.path.abspath(str(e.filename)) == os.path.abspath(config_file):
-                raise QuantMimicInputError(
-                    f"Config file {config_file} cannot be read ({e.strerror or e}): fix its permissions."
-                ) from None
-            raise QuantMimicInputError(
-                f"{source} names {e.filename or 'a file'} (as _BASE_), which cannot be read "
-                f"({e.strerror or e}): fix the _BASE_ path."
-            ) from None
-        except (KeyError, AssertionError, ValueError) as e:
-            msg = str(e.args[0] if e.args else e).strip("'\"")
-            raise QuantMimicInputError(
-                f"{source}: {msg}; check the key's spelling and value type against detectron2's defaults "
-                "and projects/QuantMimic/quant_mimic/config.py."
-            ) from None
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        logging.getLogger(__name__).info("No CUDA device: running on the CPU (MODEL.DEVICE cpu).")
-        cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.QUANT_MIMIC.TEACHER_CONFIG = resolve_config_path(
-        cfg.MODEL.QUANT_MIMIC.TEACHER_CONFIG, config_file
-    )
-    return cfg
-
-
-def yaml_error_sentence(error: yaml.YAMLError, config_file: str, what: str = "Config file") -> str:
-    """One sentence for a YAML syntax error: the file (a ``_BASE_`` one if the error is there), the line
-    and column where the broken construct starts, and what the parser expected where."""
-
-    def at(mark) -> str:
-        return f"line {mark.line + 1}, column {mark.column + 1}"
-
-    problem_mark = getattr(error, "problem_mark", None)
-    context_mark = getattr(error, "context_mark", None)
-    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-    context = getattr(error, "context", None)
-    mark = context_mark or problem_mark
-    where = config_file
-    if mark is not None:
-        name = mark.name if mark.name and not mark.name.startswith("<") else config_file
-        where = f"{name} {at(mark)}"
-    detail = f"{context}: {problem}" if context else problem
-    if problem_mark is not None and mark is not problem_mark:
-        detail += f" at {at(problem_mark)}"
-    return (
-        f"{what} {where} is not valid YAML ({' '.join(detail.split())}): fix the syntax there "
-        "(indentation, a missing ':' or closing bracket, a tab)."
-    )
-
-
-def resolve_config_path(path: str, config_file: str) -> str:
-    """A config path named inside ``config_file``: as given if it exists, else relative to the folder
-    of ``config_file`` or of one of its parents (so ``_BASE_`` chains across folders keep working)."""
-    if not path or os.path.isabs(path) or os.path.exists(path):
-        return path
-    folder = os.path.dirname(os.path.abspath(config_file))
-    while True:
-        candidate = os.path.join(folder, path)
-        if os.path.exists(candidate):
-            return candidate
-        parent = os.path.dirname(folder)
-        if parent == folder:
-            return path  # not found: load_teacher_config reports it
-        folder = parent
 
 
 def check_weights(path: str, key: str = "MODEL.WEIGHTS") -> None:

@@ -2,8 +2,6 @@
 
 from .backbone import (
     VGG,
-    add_tiny_resnet_config,
-    add_vgg_config,
     build_tiny_resnet_backbone,
     build_tiny_resnet_fpn_backbone,
     build_vgg_backbone,
@@ -14,7 +12,7 @@ from .backbone import (
 from .meta_arch import MIMIC_FEATURES_KEY, QuantMimicRCNN
 from .mimic_loss import MimicFeatures, MimicLoss
 from .quantizer import QuantizedReLU, Quantizer, quantize, quantize_outputs
-from .rfcn import PSRoIPredictor, RFCNROIHeads, add_rfcn_config
+from .rfcn import PSRoIPredictor, RFCNROIHeads
 
 __all__ = [
     "MIMIC_FEATURES_KEY",
@@ -26,9 +24,6 @@ __all__ = [
     "Quantizer",
     "RFCNROIHeads",
     "VGG",
-    "add_rfcn_config",
-    "add_tiny_resnet_config",
-    "add_vgg_config",
     "build_tiny_resnet_backbone",
     "build_tiny_resnet_fpn_backbone",
     "build_vgg_backbone",

@@ -10,48 +10,20 @@ the student alone and returns standard detectron2 outputs.
 
 from __future__ import annotations
 
-import os
-
 import torch
-from detectron2.config import CfgNode, configurable, get_cfg
+from detectron2.config import CfgNode, configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.modeling.poolers import ROIPooler
 from detectron2.structures import Boxes
 from torch import nn
 
+from ..config import load_teacher_config, student_config
 from ..errors import QuantMimicInputError
 from .mimic_loss import MimicFeatures
 
 MIMIC_FEATURES_KEY = "mimic_features"
 # ROI_HEADS.NAME of the R-FCN head, whose RoI size is MODEL.RFCN.POOL_SIZE.
 RFCN_HEAD_NAME = "RFCNROIHeads"
-
-
-def load_teacher_config(cfg: CfgNode) -> CfgNode:
-    """The teacher's full config, read from MODEL.QUANT_MIMIC.TEACHER_CONFIG."""
-    from ..config import add_quantmimic_config  # not at module level: config imports modeling
-
-    path = cfg.MODEL.QUANT_MIMIC.TEACHER_CONFIG
-    if not path or not os.path.isfile(path):
-        raise QuantMimicInputError(
-            f"MODEL.QUANT_MIMIC.TEACHER_CONFIG {path!r} is not a config file: point it at the teacher's "
-            "yaml (e.g. configs/shapes/teacher_R18_FPN_quant.yaml)."
-        )
-    teacher_cfg = get_cfg()
-    add_quantmimic_config(teacher_cfg)
-    teacher_cfg.merge_from_file(path)
-    teacher_cfg.MODEL.DEVICE = cfg.MODEL.DEVICE
-    if teacher_cfg.MODEL.META_ARCHITECTURE != "GeneralizedRCNN":
-        raise QuantMimicInputError(
-            f"Teacher config {path} has META_ARCHITECTURE {teacher_cfg.MODEL.META_ARCHITECTURE}: the "
-            "teacher must be a GeneralizedRCNN config."
-        )
-    if teacher_cfg.MODEL.ROI_HEADS.NUM_CLASSES != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
-        raise QuantMimicInputError(
-            f"Teacher config {path} has {teacher_cfg.MODEL.ROI_HEADS.NUM_CLASSES} classes but the student "
-            f"has {cfg.MODEL.ROI_HEADS.NUM_CLASSES}: use a teacher trained on the student's data set."
-        )
-    return teacher_cfg
 
 
 def mimic_pooler(cfg: CfgNode, strides: list[int]) -> ROIPooler:
@@ -69,14 +41,6 @@ def mimic_pooler(cfg: CfgNode, strides: list[int]) -> ROIPooler:
         sampling_ratio=box_head.POOLER_SAMPLING_RATIO,
         pooler_type=pooler_type,
     )
-
-
-def student_config(cfg: CfgNode) -> CfgNode:
-    """The student's standalone config: the main config as a plain GeneralizedRCNN."""
-    student_cfg = cfg.clone()
-    student_cfg.defrost()
-    student_cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
-    return student_cfg
 
 
 class FrozenTeacher(nn.Module):

@@ -10,6 +10,7 @@ import torch
 from detectron2.config import CfgNode, configurable
 from torch import nn
 
+from ..config import mimic_quantizer
 from .quantizer import Quantizer
 
 NORMALIZATIONS = ("per_element", "as_written")
@@ -53,12 +54,15 @@ class MimicLoss(nn.Module):
         self.match_threshold = match_threshold
 
     @classmethod
-    def from_config(cls, cfg: CfgNode) -> dict:
+    def from_config(cls, cfg: CfgNode, teacher_cfg: CfgNode | None = None) -> dict:
+        """``teacher_cfg``: the teacher's config, whose quantizer the loss's follows where
+        MODEL.QUANT_MIMIC.QUANTIZER_TYPE / _STRIDE are unset (default: read from TEACHER_CONFIG)."""
         qm = cfg.MODEL.QUANT_MIMIC
+        kind, stride = mimic_quantizer(cfg, teacher_cfg)
         return {
             "weight": qm.LOSS_WEIGHT,
             "normalize": qm.NORMALIZE,
-            "quantizer": Quantizer(qm.QUANTIZER_STRIDE, qm.QUANTIZER_TYPE),
+            "quantizer": Quantizer(stride, kind),
             "quantize_teacher": qm.QUANTIZE_TEACHER,
             "quantize_student": qm.QUANTIZE_STUDENT,
             "feature_relu": qm.FEATURE_RELU,

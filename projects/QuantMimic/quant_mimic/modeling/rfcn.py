@@ -7,7 +7,8 @@ bins; bin ``(i, j)`` reads only its own group of maps (``torchvision.ops.ps_roi_
 entropy, smooth-L1 on foreground deltas) and inference (per-class NMS) are detectron2's
 :class:`FastRCNNOutputLayers` ones; proposal sampling is detectron2's :class:`ROIHeads` one, with
 optional online hard example mining (OHEM) on top. Select it with
-``MODEL.ROI_HEADS.NAME: "RFCNROIHeads"`` and one ``ROI_HEADS.IN_FEATURES`` map (e.g. ``["vgg5"]``).
+``MODEL.ROI_HEADS.NAME: "RFCNROIHeads"`` and one ``ROI_HEADS.IN_FEATURES`` map (e.g. ``["vgg5"]``); its
+``MODEL.RFCN.*`` keys are defined in :mod:`quant_mimic.config`.
 """
 
 from __future__ import annotations
@@ -25,31 +26,11 @@ from fvcore.nn import smooth_l1_loss
 from torch import nn
 from torchvision.ops import ps_roi_align
 
-__all__ = ["PSRoIPredictor", "RFCNROIHeads", "add_rfcn_config"]
+__all__ = ["PSRoIPredictor", "RFCNROIHeads"]
 
 # Initial weight std of the score and box convs (detectron2's FastRCNNOutputLayers values).
 CLS_INIT_STD = 0.01
 BOX_INIT_STD = 0.001
-
-
-def add_rfcn_config(cfg: CfgNode) -> CfgNode:
-    """Add the R-FCN head keys (``cfg.MODEL.RFCN``) to ``cfg`` in place, where missing, and return it."""
-    if "RFCN" in cfg.MODEL:
-        return cfg
-    cfg.MODEL.RFCN = CfgNode()
-    # k: each RoI is split into k x k position-sensitive bins; also the mimic RoI size (paper: 3x3).
-    cfg.MODEL.RFCN.POOL_SIZE = 3
-    # One set of k*k*4 box maps for all classes (R-FCN paper) instead of k*k*4*C.
-    cfg.MODEL.RFCN.CLS_AGNOSTIC_BBOX_REG = True
-    # Channels of a 1x1 conv + ReLU between the feature map and the score maps; 0 = none (R-FCN's
-    # ResNet-101 uses 1024; the paper's tiny VGGs are not said to have one).
-    cfg.MODEL.RFCN.REDUCE_DIM = 0
-    # Online hard example mining: label all ROI_HEADS.BATCH_SIZE_PER_IMAGE sampled proposals, and train
-    # on the OHEM_BATCH_SIZE_PER_IMAGE with the highest classification + box loss (paper: OHEM on).
-    cfg.MODEL.RFCN.OHEM = False
-    # RoIs per image kept by OHEM (R-FCN: 128).
-    cfg.MODEL.RFCN.OHEM_BATCH_SIZE_PER_IMAGE = 128
-    return cfg
 
 
 class PSRoIPredictor(FastRCNNOutputLayers):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from detectron2.config import CfgNode
 
+from quant_mimic.config import build_config
 from quant_mimic.engine.export import STUDENT_CONFIG, STUDENT_WEIGHTS
-from quant_mimic.engine.setup import build_config
 
 from ..results import read_final_metrics, read_metrics
 

@@ -20,8 +20,8 @@ With FPN (``build_tiny_resnet_fpn_backbone``): p2..p6 at strides 4, 8, 16, 32, 6
 ``max(1, MODEL.FPN.OUT_CHANNELS // d)`` channels.
 
 Both builders are registered in detectron2's ``BACKBONE_REGISTRY``; select them with
-``cfg.MODEL.BACKBONE.NAME = "build_tiny_resnet_backbone"`` (or ``..._fpn_backbone``) after
-calling :func:`add_tiny_resnet_config`.
+``cfg.MODEL.BACKBONE.NAME = "build_tiny_resnet_backbone"`` (or ``..._fpn_backbone``) in a config
+with QuantMimic's keys (:func:`quant_mimic.config.add_quantmimic_config`; ``MODEL.RESNETS.WIDTH_DIVISOR``).
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ from .norm import norm_spec, scaled_channels
 
 __all__ = [
     "BLOCKS_PER_STAGE",
-    "add_tiny_resnet_config",
     "build_tiny_resnet_backbone",
     "build_tiny_resnet_fpn_backbone",
 ]
@@ -61,18 +60,6 @@ FIRST_STAGE_INDEX = 2
 # Each stage after res2 halves the resolution (first block strided) and doubles the width.
 STAGE_STRIDE = 2
 STAGE_WIDTH_GROWTH = 2
-
-
-def add_tiny_resnet_config(cfg: CfgNode) -> CfgNode:
-    """Add the tiny-ResNet keys to ``cfg`` (in place, only where missing) and return it.
-
-    New key: ``cfg.MODEL.RESNETS.WIDTH_DIVISOR`` (int, default 1).
-    """
-    if "WIDTH_DIVISOR" not in cfg.MODEL.RESNETS:
-        # Divide every backbone width (stem, res2..res5, bottlenecks) and the FPN width by this
-        # (floored, at least 1 channel): 1 = full-width ResNet; 4, 16, 32 = the paper's 1/n nets.
-        cfg.MODEL.RESNETS.WIDTH_DIVISOR = 1
-    return cfg
 
 
 def _stage_index(feature: str) -> int:

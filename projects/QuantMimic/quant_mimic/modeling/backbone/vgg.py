@@ -19,7 +19,7 @@ Parameter names follow the layers (``conv1_1.weight``, ``conv1_1.norm.weight`` w
 Both builders are registered in detectron2's ``BACKBONE_REGISTRY``: ``build_vgg_backbone``
 (single or multiple maps, e.g. ``OUT_FEATURES ["vgg5"]`` for R-FCN / a C4-style Faster R-CNN)
 and ``build_vgg_fpn_backbone``. ``MODEL.QUANTIZER.ENABLED`` puts the quantized ReLU on their
-outputs, as for the tiny ResNets.
+outputs, as for the tiny ResNets. The ``MODEL.VGG.*`` keys are defined in :mod:`quant_mimic.config`.
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ from .norm import scaled_channels, tiny_norm
 __all__ = [
     "VGG",
     "VGG16_STAGES",
-    "add_vgg_config",
     "build_vgg_backbone",
     "build_vgg_fpn_backbone",
 ]
@@ -52,22 +51,6 @@ VGG16_STAGES: Sequence[tuple[int, int]] = ((2, 64), (2, 128), (3, 256), (3, 512)
 POOL_STRIDE = 2
 KERNEL_SIZE = 3
 STAGE_PREFIX = "vgg"
-
-
-def add_vgg_config(cfg: CfgNode) -> CfgNode:
-    """Add the VGG backbone keys (``cfg.MODEL.VGG``) to ``cfg`` in place, where missing, and return it."""
-    if "VGG" in cfg.MODEL:
-        return cfg
-    cfg.MODEL.VGG = CfgNode()
-    # Divide every VGG conv width (and the FPN width with build_vgg_fpn_backbone) by this (floored, at
-    # least 1 channel): 1 = VGG-16, 4 = VGG-1-4 (paper's WIDER FACE teacher), 32 = VGG-1-32 (student).
-    cfg.MODEL.VGG.WIDTH_DIVISOR = 1
-    # Normalization after every conv: "" (none, convs with bias: original VGG), "BN", "GN", "SyncBN",
-    # "FrozenBN". The paper does not say; from-scratch tiny VGGs train with "BN".
-    cfg.MODEL.VGG.NORM = ""
-    # Output feature maps, any of vgg1..vgg5 (strides 1, 2, 4, 8, 16). R-FCN / Faster R-CNN: ["vgg5"].
-    cfg.MODEL.VGG.OUT_FEATURES = ["vgg5"]
-    return cfg
 
 
 class VGG(Backbone):
