@@ -299,12 +299,14 @@ class OnnxNetwork:
     """One network of a deployed folder run by ONNX Runtime on the CPU, with torch's thread count:
     ``network(*tensors) -> tuple of tensors``."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, threads: int = 0):
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
+        # no busy-waiting between runs: the torch ops between the networks need those cores
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
 
@@ -462,6 +464,18 @@ class DeployedPredictor:
     def model(self, batched_inputs: Sequence[dict], lap: Callable[[str], None] | None = None) -> list[dict]:
         """Detectron2-style inference: ``[{"image", "height", "width"}] -> [{"instances": Instances}]``.
         ``lap(part)`` is called after each part (see ``DeployedDetector.forward``; "preprocess" too)."""
+        if self.backend != "onnxruntime" or torch.get_num_threads() == 1:
+            return self._model(batched_inputs, lap)
+        # ONNX Runtime runs the networks on its own threads; the small tensor ops between them are
+        # faster on one torch thread than split across several (measured: README, "Deployment").
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return self._model(batched_inputs, lap)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _model(self, batched_inputs: Sequence[dict], lap: Callable[[str], None] | None) -> list[dict]:
         images = [x["image"] for x in batched_inputs]
         results: list[dict] = [{} for _ in images]
         for group in self.size_groups(images):
