@@ -14,7 +14,6 @@ from detectron2.data.datasets import load_voc_instances, register_pascal_voc
 from detectron2.evaluation import PascalVOCDetectionEvaluator
 from detectron2.structures import Boxes, Instances
 
-from quant_mimic.data import default_datasets_root
 from quant_mimic.data.voc import VOC_SPLITS, load_voc_instances_checked, register_checked_voc
 from quant_mimic.errors import QuantMimicInputError
 
@@ -109,6 +108,8 @@ def test_eval_fields_are_required_for_the_test_split_only(tmp_path):
 def test_register_checked_voc_keeps_detectron2s_names_and_metadata(tmp_path):
     write_voc(tmp_path / "VOC2007", {"000001": [obj_xml("cat", A, drop=("name",))], "000002": []})
     before = MetadataCatalog.get("voc_2007_test").as_dict()
+    loaders = {name: DatasetCatalog[name] for name, _, _ in VOC_SPLITS}
+    metadata = {name: MetadataCatalog.get(name).as_dict() for name, _, _ in VOC_SPLITS}
     try:
         assert register_checked_voc(tmp_path) == [name for name, _, _ in VOC_SPLITS]
         meta = MetadataCatalog.get("voc_2007_test")
@@ -116,9 +117,20 @@ def test_register_checked_voc_keeps_detectron2s_names_and_metadata(tmp_path):
         assert meta.evaluator_type == "pascal_voc" and meta.thing_classes == before["thing_classes"]
         with pytest.raises(QuantMimicInputError, match=r"000001\.xml has no <name>"):
             DatasetCatalog.get("voc_2007_test")
-    finally:
-        register_checked_voc(default_datasets_root())
+    finally:  # detectron2's own registration back, as importing quant_mimic leaves it
+        for name, loader in loaders.items():
+            DatasetCatalog.remove(name)
+            DatasetCatalog.register(name, loader)
+            MetadataCatalog.remove(name)
+            MetadataCatalog.get(name).set(**{k: v for k, v in metadata[name].items() if k != "name"})
     assert MetadataCatalog.get("voc_2007_test").as_dict() == before
+
+
+def test_importing_the_package_leaves_detectron2s_voc_loader_alone():
+    from detectron2.data.datasets import pascal_voc
+
+    loader = DatasetCatalog["voc_2007_test"]
+    assert loader.__code__.co_filename == pascal_voc.__file__
 
 
 def instances(boxes_xyxy, scores, classes, size=(120, 160)) -> Instances:

@@ -48,6 +48,7 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 
 import quant_mimic  # noqa: E402, F401  (registers the project's models, backbones and data sets)
 from quant_mimic.config import build_config  # noqa: E402
+from quant_mimic.data import default_datasets_root, register_checked_voc  # noqa: E402
 from quant_mimic.data.user import (  # noqa: E402
     add_dataset_argument,
     check_user_datasets,
@@ -79,6 +80,8 @@ def prepare(args) -> CfgNode:
     workers compute the same. ``--dataset`` data sets are registered first (in every process), and
     ``args.class_notes`` says what their classes set."""
     misplaced_dataset_option(args.opts)
+    # detectron2's voc_* names read every XML file with the checked loader (one sentence per bad file)
+    register_checked_voc(default_datasets_root())
     datasets = register_user_datasets(getattr(args, "dataset", []))
     cfg = build_config(args.config_file, args.opts)
     args.class_notes = configure_classes(cfg, args.opts, datasets)

@@ -2,7 +2,9 @@
 from detectron2/). Each runs as ``python -m quant_mimic_tools.<command>``:
 
     pipeline       the main job: teachers -> students on the built-in data set, results table and report
-    benchmark      cost: training steps of scratch vs mimic/QM, and teacher vs student inference
+    benchmark      cost: training steps of scratch vs mimic/QM, and teacher vs student inference, eager and deployed
+    deploy         the deployed form of a trained detector (folded, traced / ONNX networks, batched inference)
+    settings_sweep AP against deployed latency over a grid of test-time settings
     convert        torchvision ImageNet checkpoints -> weights of this project's backbones
     feature_stats  what a quantizer stride does to a trained model's features
     collect_env    versions, where detectron2 came from, missing compiled ops

@@ -2,8 +2,10 @@
 
 Importing this package registers, under ``$DETECTRON2_DATASETS`` (default ``datasets``):
 ``quantmimic_shapes_train`` / ``quantmimic_shapes_val`` (the files are generated on first use),
-``wider_face_train`` / ``wider_face_val`` and detectron2's ``voc_*`` names re-registered with a loader that
-checks every XML file. Registration reads nothing, so absent data sets are fine until they are used.
+``wider_face_train`` / ``wider_face_val``: the project's own names only (a name that is already registered
+is left as it is). Registration reads nothing, so absent data sets are fine until they are used.
+Replacing detectron2's ``voc_*`` loaders by the checked one is an explicit call,
+``register_checked_voc(root)`` (``train_net.py`` makes it).
 A data set of your own (COCO json + images, or a VOC folder) is registered by ``register_user_datasets``
 (the ``--dataset`` option of the commands; ``user.py``), never on import.
 """
@@ -78,4 +80,5 @@ register_shapes_datasets(
     prefix="quantmimic_shapes_mini",
 )
 register_wider_face(default_datasets_root())
-register_checked_voc(default_datasets_root())
+# detectron2's own voc_* names keep detectron2's loader on import; train_net.py replaces it with the
+# checked one by calling register_checked_voc explicitly.
