@@ -124,3 +124,37 @@ def test_the_deployed_model_reaches_the_eager_models_ap(trained, datasets_root, 
     assert eager["AP50"] > 0
     assert deployed["AP"] == pytest.approx(eager["AP"], abs=0.3)
     assert deployed["AP50"] == pytest.approx(eager["AP50"], abs=0.3)
+
+
+def test_kill_9_then_resume_reaches_the_uninterrupted_runs_ap(trained, datasets_root, tmp_path):
+    """Killed (SIGKILL) after its first checkpoint and resumed, a run ends with the same AP as the same
+    run uninterrupted: the random states travel in the checkpoint and the data loader fast-forwards."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO, TRAIN_NET
+
+    _, opts, train_run, _ = trained
+    uninterrupted = copypaste_results(train_run.stdout + train_run.stderr)
+    args = ["--config-file", str(STUDENT_CONFIG), *opts, "OUTPUT_DIR", str(tmp_path)]
+    env = dict(os.environ, DETECTRON2_DATASETS=str(datasets_root), PYTHONWARNINGS="ignore")
+    proc = subprocess.Popen(
+        [sys.executable, str(TRAIN_NET), *args], cwd=REPO, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.time() + 300
+    last = tmp_path / "last_checkpoint"
+    while not (last.is_file() and last.read_text().strip() == "model_0000019.pth"):
+        assert proc.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "model_final.pth").exists()  # killed mid-run
+    resumed = run_train_net([*args[:2], "--resume", *args[2:]], datasets_root)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "skipping the 20 batches already trained on" in (tmp_path / "log.txt").read_text()
+    final = copypaste_results(resumed.stdout + resumed.stderr)
+    for key in ("AP", "AP50", "AP75"):
+        assert final[key] == pytest.approx(uninterrupted[key], abs=1e-3), key

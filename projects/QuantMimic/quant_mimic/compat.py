@@ -46,3 +46,24 @@ def feed_batches(trainer, batches) -> None:
         trainer._data_loader_iter = iter(batches)
     elif hasattr(trainer, "_data_loader_iter_obj"):  # upstream
         trainer._data_loader_iter_obj = None
+
+
+class OptimizerStateInCheckpoints:
+    """DefaultTrainer mixin: checkpoints hold the optimizer's state (SGD momentum, learning rates) and
+    ``--resume`` restores it.
+
+    Upstream DefaultTrainer saves ``self._trainer.state_dict()`` (which holds the optimizer's) under
+    ``_trainer`` and loads it back; 0.6's saves only the iteration and the hooks, so a resumed run
+    started again with no momentum and the warm-up learning rate. Under upstream this does the same
+    thing a second time.
+    """
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        state["_trainer"] = self._trainer.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        if "_trainer" in state_dict:
+            self._trainer.load_state_dict(state_dict["_trainer"])

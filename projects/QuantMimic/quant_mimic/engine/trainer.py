@@ -17,11 +17,12 @@ from detectron2.data import (
 from detectron2.engine import DefaultTrainer
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluator
 
-from ..compat import cpu_capable_ddp
+from ..compat import OptimizerStateInCheckpoints, cpu_capable_ddp
 from ..errors import QuantMimicInputError
 from ..evaluation import PascalVOCPerClassEvaluator, WiderFaceEvaluator
 from ..modeling.meta_arch import QuantMimicRCNN
 from ..modeling.mimic_loss import MimicLoss
+from .exact_resume import RandomStateHook, fast_forward
 from .export import StudentExportHook
 from .mapper import ImageErrorNamingMapper
 from .mimic_loss_model import WithMimicLoss
@@ -37,7 +38,7 @@ def unwrap(model):
     return model
 
 
-class Trainer(DefaultTrainer):
+class Trainer(OptimizerStateInCheckpoints, DefaultTrainer):
     """DefaultTrainer that runs on CPU processes too (GLOO) and trains Quantization Mimic students."""
 
     def __init__(self, cfg: CfgNode):
@@ -91,13 +92,21 @@ class Trainer(DefaultTrainer):
         return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
 
     def resume_from(self, path: str) -> None:
-        """Resume from the trainer checkpoint ``path`` (model, optimizer, scheduler, iteration), as
-        ``resume_or_load(resume=True)`` does from the one ``last_checkpoint`` names."""
+        """Resume from the trainer checkpoint ``path`` (model, optimizer, scheduler, iteration, random
+        states), as ``resume_or_load(resume=True)`` does from the one ``last_checkpoint`` names."""
         self.checkpointer.load(path)
         self.start_iter = self.iter + 1
+        fast_forward(self._trainer, self.start_iter)
+
+    def resume_or_load(self, resume: bool = True) -> None:
+        """detectron2's, and on resume the data loader continues where the interrupted run was."""
+        super().resume_or_load(resume=resume)
+        if resume and self.start_iter > 0:
+            fast_forward(self._trainer, self.start_iter)
 
     def build_hooks(self):
         hooks = super().build_hooks()
+        hooks.insert(0, RandomStateHook())
         if isinstance(unwrap(self._trainer.model), QuantMimicRCNN):
             hooks.append(StudentExportHook(self.cfg))
         return hooks
