@@ -11,8 +11,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import load_voc_instances
+from detectron2.data.datasets import load_voc_instances, register_pascal_voc
+from detectron2.evaluation import PascalVOCDetectionEvaluator
+from detectron2.structures import Boxes, Instances
 
 from quant_mimic.data.voc import VOC_SPLITS, load_voc_instances_checked, register_checked_voc
 from quant_mimic.errors import QuantMimicInputError
@@ -138,3 +141,47 @@ def test_importing_the_package_leaves_detectron2s_voc_loader_alone():
         .splitlines()[-1]
         .endswith(os.path.join("detectron2", "data", "datasets", "pascal_voc.py"))
     )
+
+
+def instances(boxes_xyxy, scores, classes, size=(120, 160)) -> Instances:
+    inst = Instances(size)
+    inst.pred_boxes = Boxes(torch.tensor(boxes_xyxy, dtype=torch.float32))
+    inst.scores = torch.tensor(scores, dtype=torch.float32)
+    inst.pred_classes = torch.tensor(classes, dtype=torch.int64)
+    return inst
+
+
+def zero_based(box):
+    """A VOC box (1-based inclusive corners) as detectron2 predicts it (the evaluator adds 1 to xmin, ymin)."""
+    return [box[0] - 1.0, box[1] - 1.0, float(box[2]), float(box[3])]
+
+
+def test_pascal_voc_evaluator_ignores_difficult_objects(tmp_path):
+    dirname = tmp_path / "VOC2007"
+    write_voc(dirname, FIXTURE)
+    name = "qm_test_voc_2007_test"
+    register_pascal_voc(name, str(dirname), "test", 2007, CLASSES)
+    MetadataCatalog.get(name).evaluator_type = "pascal_voc"
+    try:
+        evaluator = PascalVOCDetectionEvaluator(name)
+        evaluator.reset()
+        far = [100.0, 80.0, 120.0, 110.0]  # overlaps nothing
+        # cat, by score: A (TP) .9, B (difficult: ignored) .8, far (FP) .7, C (TP) .6; dog: D (TP) .95.
+        evaluator.process(
+            [{"image_id": "000001"}, {"image_id": "000002"}],
+            [
+                {"instances": instances([zero_based(A), zero_based(B)], [0.9, 0.8], [0, 0])},
+                {"instances": instances([far, zero_based(C), zero_based(D)], [0.7, 0.6, 0.95], [0, 0, 1])},
+            ],
+        )
+        result = evaluator.evaluate()["bbox"]
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    # cat, 2 non-difficult objects: precision 1, 1, 1/2, 2/3 at recall .5, .5, .5, 1 (the difficult hit adds
+    # neither TP nor FP). VOC2007 11-point AP: 6 recall points (0 .. .5) at precision 1, 5 (.6 .. 1) at 2/3.
+    cat_ap = (6 * 1 + 5 * 2 / 3) / 11
+    dog_ap = 1.0
+    # The boxes are exact, so every IoU threshold (.5 ... .95) gives the same AP.
+    for key in ("AP", "AP50", "AP75"):
+        assert result[key] == pytest.approx(100 * (cat_ap + dog_ap) / 2)
