@@ -18,10 +18,10 @@ table and writes it to ``--json`` (default ``<pred>/voc_eval.json``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import warnings
+
+from .cli import run, write_json
 
 PROG = "voc_eval"
 
@@ -97,24 +97,12 @@ def evaluate(args: argparse.Namespace) -> dict:
         "split": args.split,
     }
     path = args.json or os.path.join(args.pred, "voc_eval.json")
-    with open(path, "w") as f:
-        json.dump(out, f, indent=2)
-        f.write("\n")
-    print(f"written: {path}")
+    write_json(path, out)
     return out
 
 
 def main(argv: list[str] | None = None) -> None:
-    # torch's deprecation notices about what detectron2 calls at import: noise around the one-line errors
-    warnings.filterwarnings("ignore", message=r".*(deprecat|in an upcoming release)", category=FutureWarning)
-    from quant_mimic.errors import QuantMimicInputError, one_line
-
-    args = get_parser().parse_args(argv)
-    try:
-        evaluate(args)
-    except QuantMimicInputError as e:
-        print(f"{PROG}: error: {one_line(e)}", file=sys.stderr)
-        sys.exit(2)
+    run(PROG, get_parser(), evaluate, argv)
 
 
 if __name__ == "__main__":

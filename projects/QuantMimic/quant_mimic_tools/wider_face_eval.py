@@ -16,10 +16,10 @@ and writes them with the counts to ``--json`` (default ``<pred>/wider_face_eval.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import warnings
+
+from .cli import run, write_json
 
 PROG = "wider_face_eval"
 
@@ -71,24 +71,12 @@ def evaluate(args: argparse.Namespace) -> dict:
         "iou": args.iou,
     }
     path = args.json or os.path.join(args.pred, "wider_face_eval.json")
-    with open(path, "w") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
-    print(f"written: {path}")
+    write_json(path, result)
     return result
 
 
 def main(argv: list[str] | None = None) -> None:
-    # torch's deprecation notices about what detectron2 calls at import: noise around the one-line errors
-    warnings.filterwarnings("ignore", message=r".*(deprecat|in an upcoming release)", category=FutureWarning)
-    from quant_mimic.errors import QuantMimicInputError, one_line
-
-    args = get_parser().parse_args(argv)
-    try:
-        evaluate(args)
-    except QuantMimicInputError as e:
-        print(f"{PROG}: error: {one_line(e)}", file=sys.stderr)
-        sys.exit(2)
+    run(PROG, get_parser(), evaluate, argv)
 
 
 if __name__ == "__main__":
