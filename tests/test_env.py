@@ -3,6 +3,7 @@ its Python; the library never imports the commands."""
 
 import ast
 import importlib
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -38,6 +39,8 @@ def test_missing_compiled_op_raises_one_clear_sentence():
     if _has_compiled_ops():  # a compiled detectron2 (e.g. upstream from GitHub) misses nothing
         assert missing_compiled_ops() == []
         return
+    if importlib.util.find_spec("detectron2._missing_ops") is None:
+        pytest.skip("an uncompiled detectron2 source tree: only the project's pure build has stand-in ops")
 
     with pytest.raises(
         RuntimeError, match="needs detectron2's compiled op `deform_conv_forward`.*install detectron2"

@@ -67,3 +67,11 @@ class OptimizerStateInCheckpoints:
         super().load_state_dict(state_dict)
         if "_trainer" in state_dict:
             self._trainer.load_state_dict(state_dict["_trainer"])
+
+
+def forward_after_backward(trainer) -> None:
+    """Hooks registered on a DefaultTrainer get ``after_backward`` where detectron2 has that hook point
+    (upstream): the inner SimpleTrainer's step calls it on its own hook list, which is empty, so
+    upstream DefaultTrainer hooks never see it. 0.6 has no such hook point: nothing to do."""
+    if hasattr(trainer, "after_backward"):
+        trainer._trainer.after_backward = trainer.after_backward

@@ -17,7 +17,7 @@ from detectron2.data import (
 from detectron2.engine import DefaultTrainer
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluator
 
-from ..compat import OptimizerStateInCheckpoints, cpu_capable_ddp
+from ..compat import OptimizerStateInCheckpoints, cpu_capable_ddp, forward_after_backward
 from ..errors import QuantMimicInputError
 from ..evaluation import PascalVOCPerClassEvaluator, WiderFaceEvaluator
 from ..modeling.meta_arch import QuantMimicRCNN
@@ -44,6 +44,7 @@ class Trainer(OptimizerStateInCheckpoints, DefaultTrainer):
     def __init__(self, cfg: CfgNode):
         with cpu_capable_ddp():
             super().__init__(cfg)
+        forward_after_backward(self)
         model = unwrap(self._trainer.model)
         if isinstance(model, QuantMimicRCNN):
             self.prepare_teacher(cfg, model)
