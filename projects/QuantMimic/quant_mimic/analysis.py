@@ -141,6 +141,20 @@ def random_image(height: int, width: int, device: torch.device | str = "cpu", se
     return (torch.rand(3, height, width, generator=generator) * 255).round().to(device)
 
 
+def _check_repeats(repeats: int, warmup: int) -> None:
+    if repeats < 1 or warmup < 0:
+        raise QuantMimicInputError(
+            f"repeats is {repeats} and warmup {warmup}: use repeats >= 1, warmup >= 0."
+        )
+
+
+def synchronizer(device: torch.device) -> Callable[[], None]:
+    """A function that waits for ``device`` (CUDA) before a clock is read; nothing to wait for on the CPU."""
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
 def model_cost(
     cfg: CfgNode,
     height: int,
@@ -167,10 +181,7 @@ def model_cost(
         ``roi_heads_includes_postprocess`` (bool); ``proposals``, ``detections`` (median counts, first
         image); ``input_size`` [height, width]; ``repeats``, ``warmup``, ``device``, ``threads``.
     """
-    if repeats < 1 or warmup < 0:
-        raise QuantMimicInputError(
-            f"repeats is {repeats} and warmup {warmup}: use repeats >= 1, warmup >= 0."
-        )
+    _check_repeats(repeats, warmup)
     cfg = deployed_config(cfg)
     if model is None:
         model = build_model(cfg)
@@ -184,9 +195,7 @@ def model_cost(
     image = random_image(height, width, device)[: len(cfg.MODEL.PIXEL_MEAN)]  # 1 channel for grayscale
     inputs = [{"image": image, "height": height, "width": width}]
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+    sync = synchronizer(device)
 
     totals: list[float] = []
     parts: dict[str, list[float]] = {p: [] for p in PARTS}
@@ -241,10 +250,7 @@ def deployed_latency(
         ``latency_ms`` (median ms of ``total`` and each part), ``detections`` (median count, first image),
         ``input_size``, ``batch``, ``repeats``, ``warmup``, ``device``, ``threads``.
     """
-    if repeats < 1 or warmup < 0:
-        raise QuantMimicInputError(
-            f"repeats is {repeats} and warmup {warmup}: use repeats >= 1, warmup >= 0."
-        )
+    _check_repeats(repeats, warmup)
     device = predictor.device
     channels = len(predictor.spec["input"]["pixel_mean"])
     inputs = [
@@ -252,9 +258,7 @@ def deployed_latency(
         for i in range(batch)
     ]
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+    sync = synchronizer(device)
 
     parts: dict[str, list[float]] = {p: [] for p in PARTS}
     totals: list[float] = []
