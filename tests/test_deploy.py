@@ -20,10 +20,11 @@ from detectron2.modeling import build_model
 from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
 from detectron2.modeling.box_regression import Box2BoxTransform
 from torch import nn
+from torchvision.ops import batched_nms
 
 from quant_mimic.config import build_config
 from quant_mimic.deploy import DeployedPredictor, export_deployed, fold_batch_norm
-from quant_mimic.deploy.runtime import DEPLOY_FILE, decode_boxes, grid_anchors, resized_shape
+from quant_mimic.deploy.runtime import DEPLOY_FILE, decode_boxes, grid_anchors, matrix_nms, resized_shape
 from quant_mimic_tools.deploy import main as deploy_main
 
 CPU = ["MODEL.DEVICE", "cpu"]
@@ -244,12 +245,63 @@ def test_the_deploy_command_writes_a_folder_and_never_replaces_one(student, tmp_
     assert not (tmp_path / "x").exists()
 
 
+def random_boxes(generator: torch.Generator, shape: tuple[int, ...], extent: float = 100.0) -> torch.Tensor:
+    xy = torch.rand(*shape, 2, generator=generator) * extent
+    wh = torch.rand(*shape, 2, generator=generator) * extent / 2 + extent / 4
+    return torch.cat([xy, xy + wh], dim=-1)
+
+
+@pytest.mark.parametrize("with_classes", [False, True])
+def test_static_nms_equals_torchvisions_nms_per_group(with_classes):
+    generator = torch.Generator().manual_seed(0)
+    groups, num = 6, 80
+    boxes = random_boxes(generator, (groups, num))
+    scores, order = torch.rand(groups, num, generator=generator).sort(dim=1, descending=True)
+    scores[:, -10:] = -torch.inf  # padding: never kept, suppresses nothing
+    boxes[:, -10:] = boxes[:, :10]  # ... even where it overlaps kept boxes exactly
+    classes = torch.randint(0, 3, (groups, num), generator=generator) if with_classes else None
+    keep, converged = matrix_nms(boxes, scores, 0.5, iterations=num, classes=classes)
+    assert bool(converged) and keep.dtype == torch.bool and keep.shape == (groups, num)
+    for g in range(groups):
+        finite = torch.isfinite(scores[g])
+        idxs = classes[g][finite] if with_classes else torch.zeros(int(finite.sum()), dtype=torch.int64)
+        expected = torch.zeros(num, dtype=torch.bool)
+        expected[batched_nms(boxes[g][finite], scores[g][finite], idxs, 0.5)] = True
+        assert torch.equal(keep[g], expected)
+        assert 0 < int(keep[g].sum()) < int(finite.sum())  # NMS had work to do, and kept some
+
+
+def test_static_nms_says_when_its_rounds_were_too_few():
+    # a chain: box i overlaps box i+1 only; greedy keeps 0, 2, 4, ...; each round settles one more box
+    boxes = torch.tensor([[[10.0 * i, 0, 10.0 * i + 15, 10] for i in range(6)]])
+    scores = torch.linspace(1, 0.5, 6).unsqueeze(0)
+    keep, converged = matrix_nms(boxes, scores, 0.1, iterations=2)
+    assert not bool(converged)
+    keep, converged = matrix_nms(boxes, scores, 0.1, iterations=7)
+    assert bool(converged) and keep[0].tolist() == [True, False, True, False, True, False]
+
+
+def test_the_static_nms_path_gives_the_exact_paths_detections(student):
+    _, _, folder = student
+    batch = images([(192, 192), (150, 230), (192, 192)], seed=2)
+    exact = DeployedPredictor(folder).predict(batch)
+    static = DeployedPredictor(folder, static_nms_rounds=12)
+    assert static.detector.nms_iterations == 12
+    for e, s in zip(exact, static.predict(batch)):
+        assert_same_detections(e["instances"], s["instances"], top=100, atol=1e-4)
+    # one round cannot settle random boxes: the predictor notices and runs the batch with exact NMS
+    one_round = DeployedPredictor(folder, static_nms_rounds=1)
+    for e, s in zip(exact, one_round.predict(batch)):
+        assert_same_detections(e["instances"], s["instances"], top=100, atol=1e-4)
+    assert one_round.exact_reruns > 0 and static.exact_reruns == 0
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_graphs_and_half_precision_match_the_cpu(student):
     _, _, folder = student
     batch = images([(192, 192), (192, 192)])
     cpu = DeployedPredictor(folder).predict(batch)
-    for kwargs in ({}, {"cuda_graphs": True}, {"half": True}):
+    for kwargs in ({}, {"cuda_graphs": True}, {"half": True}, {"cuda_graphs": True, "half": True}):
         gpu = DeployedPredictor(folder, "cuda", **kwargs)
         for _ in range(2):  # the second call replays the captured graph
             results = gpu.predict(batch)

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
+from torch.nn import functional as F
 from torchvision.ops import batched_nms, nms, ps_roi_align, roi_align
 
 DEPLOY_FILE = "deploy.json"
@@ -39,6 +40,8 @@ ONNX_FILES = {"backbone": "backbone.onnx", "rpn_head": "rpn_head.onnx", "head": 
 BACKENDS = ("auto", "torchscript", "onnxruntime")
 PARTS = ("backbone", "rpn", "roi_heads", "postprocess")
 FORMAT_VERSION = 1
+# rounds of the static NMS under a CUDA graph (see matrix_nms; more rounds fall back to exact NMS)
+STATIC_NMS_ROUNDS = 12
 
 
 def grid_anchors(
@@ -124,6 +127,55 @@ def keep_mask(keep: torch.Tensor, size: int) -> torch.Tensor:
     return mask.index_fill_(0, keep, True)
 
 
+def pairwise_iou(boxes: torch.Tensor) -> torch.Tensor:
+    """IoU of every pair of XYXY ``boxes`` Tensor[G, K, 4] within each group: Tensor[G, K, K]
+    (torchvision's ``box_iou`` formula, batched)."""
+    area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+    lt = torch.maximum(boxes[:, :, None, :2], boxes[:, None, :, :2])
+    rb = torch.minimum(boxes[:, :, None, 2:], boxes[:, None, :, 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    return inter / (area[:, :, None] + area[:, None, :] - inter)
+
+
+def matrix_nms(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    iou_threshold: float,
+    iterations: int,
+    classes: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy NMS with static shapes, for all groups at once, without waiting on the device.
+
+    ``boxes`` Tensor[G, K, 4] and ``scores`` Tensor[G, K], sorted by decreasing score within each group
+    (as ``topk`` gives them); entries whose score is -inf are never kept and suppress nothing;
+    ``classes`` Tensor[G, K], if given, splits each group further (boxes of different classes never
+    suppress each other). Returns ``keep`` Bool Tensor[G, K] and ``converged`` Bool Tensor[].
+
+    Greedy NMS keeps box i iff no kept box before it overlaps it by more than ``iou_threshold``:
+    ``keep = valid & ~any_j(keep_j & S_ji)`` with S the "j before i and overlapping" matrix. Its one
+    solution is reached by iterating from ``keep = valid``: after t rounds the first t boxes are final,
+    and a round that changes nothing means the solution is reached (then ``converged`` is True and the
+    result equals ``torchvision.ops.nms``, up to ties in score). ``iterations`` rounds run, a fixed
+    count (in practice suppression chains are a few boxes long); the caller falls back to exact NMS
+    when ``converged`` is False.
+    """
+    num = boxes.shape[1]
+    suppress = pairwise_iou(boxes.float()) > iou_threshold
+    suppress &= torch.ones(num, num, dtype=torch.bool, device=boxes.device).triu(1)
+    if classes is not None:
+        suppress &= classes[:, :, None] == classes[:, None, :]
+    suppress_f = suppress.to(torch.float32)
+    valid = torch.isfinite(scores)
+    keep = valid
+    previous = keep
+    for _ in range(iterations):
+        previous = keep
+        suppressed = torch.bmm(keep.to(torch.float32).unsqueeze(1), suppress_f).squeeze(1) > 0
+        keep = valid & ~suppressed
+    return keep, (keep == previous).all()
+
+
 class DeployedDetector(nn.Module):
     """Batched inference of a deployed two-stage detector (Faster R-CNN / R-FCN).
 
@@ -148,11 +200,25 @@ class DeployedDetector(nn.Module):
         )
         self.cell_anchor_counts = [len(a) for a in rpn["cell_anchors"]]
         self._anchor_cache: dict[tuple, torch.Tensor] = {}
-        self.run: dict[str, Any] = dict(networks)  # CUDA graph runners after use_cuda_graphs
+        self.run: dict[str, Any] = dict(networks)
+        # rounds of the static-shape NMS (:func:`matrix_nms`); 0: torchvision's exact NMS
+        self.nms_iterations = 0
+        self.graph: CudaGraphRunner | None = None
 
-    def use_cuda_graphs(self) -> None:
-        """Replay every network from CUDA graphs, one captured per input shape (CUDA only)."""
-        self.run = {name: CudaGraphRunner(net) for name, net in self.networks.items()}
+    def use_cuda_graphs(self, nms_iterations: int = STATIC_NMS_ROUNDS) -> None:
+        """Replay the whole detector, networks and everything between them, from CUDA graphs (one
+        captured per input shape): the NMS becomes the static-shape :func:`matrix_nms` (CUDA only)."""
+        if nms_iterations < 1:
+            raise ValueError("A CUDA graph needs the static NMS: nms_iterations must be at least 1.")
+        self.nms_iterations = nms_iterations
+        self.graph = CudaGraphRunner(self._forward_ungraphed)
+
+    def _forward_ungraphed(self, images: torch.Tensor, image_sizes: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        graph, self.graph = self.graph, None
+        try:
+            return self(images, image_sizes)
+        finally:
+            self.graph = graph
 
     def anchors(self, level: int, height: int, width: int) -> torch.Tensor:
         """Anchors of ``level`` for a ``height`` x ``width`` feature map, cached per size."""
@@ -166,37 +232,48 @@ class DeployedDetector(nn.Module):
 
     def proposals(
         self, logits: list[torch.Tensor], deltas: list[torch.Tensor], image_sizes: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """RPN outputs (per level: logits Tensor[B, A, h, w], deltas Tensor[B, A*4, h, w]) to proposals
-        Tensor[B, P, 4] and their validity Tensor[B, P] (P = POST_NMS_TOPK, or fewer anchors)."""
+        Tensor[B, P, 4], their validity Tensor[B, P] (P = POST_NMS_TOPK, or fewer anchors) and whether
+        the NMS converged (Bool Tensor[], see :func:`matrix_nms`)."""
         rpn = self.spec["rpn"]
         batch = image_sizes.shape[0]
-        boxes, scores, levels = [], [], []
+        tops = []
         for level, (lg, dl) in enumerate(zip(logits, deltas)):
             _, num_anchors, height, width = lg.shape
             lg = lg.permute(0, 2, 3, 1).reshape(batch, -1).float()
             dl = dl.view(batch, num_anchors, 4, height, width).permute(0, 3, 4, 1, 2).reshape(batch, -1, 4)
-            k = min(rpn["pre_nms_topk"], lg.shape[1])
-            top_scores, top_idx = lg.topk(k, dim=1)
+            top_scores, top_idx = lg.topk(min(rpn["pre_nms_topk"], lg.shape[1]), dim=1)
             top_deltas = dl.gather(1, top_idx.unsqueeze(-1).expand(-1, -1, 4))
             anchors = self.anchors(level, height, width)[top_idx]
-            boxes.append(decode_boxes(top_deltas, anchors, rpn["box_weights"], rpn["scale_clamp"]))
-            scores.append(top_scores)
-            levels.append(torch.full((k,), level, dtype=torch.int64, device=lg.device))
-        boxes, scores, level_ids = torch.cat(boxes, 1), torch.cat(scores, 1), torch.cat(levels)
+            tops.append(
+                (decode_boxes(top_deltas, anchors, rpn["box_weights"], rpn["scale_clamp"]), top_scores)
+            )
+        # every level padded to the same k (score -inf: never kept): Tensor[B, L, k]
+        k = max(sc.shape[1] for _, sc in tops)
+        boxes = torch.stack([F.pad(b, (0, 0, 0, k - b.shape[1])) for b, _ in tops], dim=1)
+        scores = torch.stack([F.pad(sc, (0, k - sc.shape[1]), value=-math.inf) for _, sc in tops], dim=1)
         valid = torch.isfinite(boxes).all(-1) & torch.isfinite(scores)
         boxes = clip_boxes(torch.where(valid.unsqueeze(-1), boxes, boxes.new_zeros(())), image_sizes)
         size = rpn["min_box_size"]
         valid &= ((boxes[..., 2] - boxes[..., 0]) > size) & ((boxes[..., 3] - boxes[..., 1]) > size)
         scores = torch.where(valid, scores, scores.new_tensor(-math.inf))
-        per_image = scores.shape[1]
-        image_ids = torch.arange(batch, device=scores.device).repeat_interleave(per_image)
-        groups = image_ids * self.num_levels + level_ids.repeat(batch)
-        keep = grouped_nms(boxes.reshape(-1, 4), scores.reshape(-1), groups, rpn["nms_thresh"])
-        kept = keep_mask(keep, scores.numel()).view(batch, per_image) & valid
-        scores = torch.where(kept, scores, scores.new_tensor(-math.inf))
-        top_scores, top_idx = scores.topk(min(rpn["post_nms_topk"], per_image), dim=1)
-        return boxes.gather(1, top_idx.unsqueeze(-1).expand(-1, -1, 4)), torch.isfinite(top_scores)
+        levels = self.num_levels
+        if self.nms_iterations:
+            kept, converged = matrix_nms(
+                boxes.view(-1, k, 4), scores.view(-1, k), rpn["nms_thresh"], self.nms_iterations
+            )
+            kept = kept.view(batch, levels * k)
+        else:
+            groups = torch.arange(batch * levels, device=scores.device).repeat_interleave(k)
+            keep = grouped_nms(boxes.reshape(-1, 4), scores.reshape(-1), groups, rpn["nms_thresh"])
+            kept = keep_mask(keep, scores.numel()).view(batch, levels * k)
+            converged = torch.ones((), dtype=torch.bool, device=scores.device)
+        boxes, scores = boxes.view(batch, -1, 4), scores.view(batch, -1)
+        scores = torch.where(kept & valid.view(batch, -1), scores, scores.new_tensor(-math.inf))
+        top_scores, top_idx = scores.topk(min(rpn["post_nms_topk"], levels * k), dim=1)
+        proposals = boxes.gather(1, top_idx.unsqueeze(-1).expand(-1, -1, 4))
+        return proposals, torch.isfinite(top_scores), converged
 
     def pool(self, features: list[torch.Tensor], rois: torch.Tensor) -> torch.Tensor:
         """ROIAlign of ``rois`` Tensor[N, 5] (batch index, XYXY) from the FPN level each box belongs to
@@ -268,31 +345,52 @@ class DeployedDetector(nn.Module):
         top_boxes = boxes.reshape(batch, -1, 4).gather(1, top_idx.unsqueeze(-1).expand(-1, -1, 4))
         classes = top_idx % num_classes
         per_image = top_scores.shape[1]
-        image_ids = torch.arange(batch, device=scores.device).repeat_interleave(per_image)
-        groups = image_ids * num_classes + classes.reshape(-1)
-        nms_keep = grouped_nms(top_boxes.reshape(-1, 4), top_scores.reshape(-1), groups, roi["nms_thresh"])
-        kept = keep_mask(nms_keep, top_scores.numel()).view(batch, per_image) & torch.isfinite(top_scores)
+        if self.nms_iterations:
+            kept, converged = matrix_nms(
+                top_boxes, top_scores, roi["nms_thresh"], self.nms_iterations, classes=classes
+            )
+        else:
+            image_ids = torch.arange(batch, device=scores.device).repeat_interleave(per_image)
+            groups = image_ids * num_classes + classes.reshape(-1)
+            keep = grouped_nms(top_boxes.reshape(-1, 4), top_scores.reshape(-1), groups, roi["nms_thresh"])
+            kept = keep_mask(keep, top_scores.numel()).view(batch, per_image) & torch.isfinite(top_scores)
+            converged = torch.ones((), dtype=torch.bool, device=scores.device)
         top_scores = torch.where(kept, top_scores, top_scores.new_tensor(-math.inf))
         final_scores, final_idx = top_scores.topk(min(roi["detections_per_image"], per_image), dim=1)
         final_boxes = top_boxes.gather(1, final_idx.unsqueeze(-1).expand(-1, -1, 4))
-        return final_boxes, final_scores, classes.gather(1, final_idx), torch.isfinite(final_scores)
+        valid = torch.isfinite(final_scores)
+        return final_boxes, final_scores, classes.gather(1, final_idx), valid, converged
 
     def forward(
         self, images: torch.Tensor, image_sizes: torch.Tensor, lap: Callable[[str], None] | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``lap(part)``, if given, is called after each part of :data:`PARTS` (for timing)."""
+    ) -> tuple[torch.Tensor, ...]:
+        """``lap(part)``, if given, is called after each part of :data:`PARTS` (for timing; under a CUDA
+        graph the whole detector is one part, "postprocess"). Returns boxes, scores, classes, valid (see
+        the class) and ``converged`` (Bool Tensor[]: False when the static NMS needs more rounds, then the
+        caller runs the images again with exact NMS: :meth:`exact`)."""
+        if self.graph is not None:
+            return self.graph(images, image_sizes)
         lap = lap or (lambda part: None)
         features = dict(zip(self.spec["features"], self.run["backbone"](images)))
         lap("backbone")
         rpn_out = self.run["rpn_head"](*[features[f] for f in self.spec["rpn"]["in_features"]])
         logits, deltas = rpn_out[: self.num_levels], rpn_out[self.num_levels :]
-        proposals, valid = self.proposals(list(logits), list(deltas), image_sizes)
+        proposals, valid, rpn_converged = self.proposals(list(logits), list(deltas), image_sizes)
         lap("rpn")
         cls_logits, box_deltas = self.box_predictions(features, proposals)
         lap("roi_heads")
-        detections = self.detections(cls_logits, box_deltas, proposals, valid, image_sizes)
+        *detections, converged = self.detections(cls_logits, box_deltas, proposals, valid, image_sizes)
         lap("postprocess")
-        return detections
+        return (*detections, converged & rpn_converged)
+
+    def exact(self, images: torch.Tensor, image_sizes: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """:meth:`forward` with torchvision's exact NMS, outside any CUDA graph."""
+        graph, rounds = self.graph, self.nms_iterations
+        self.graph, self.nms_iterations = None, 0
+        try:
+            return self(images, image_sizes)
+        finally:
+            self.graph, self.nms_iterations = graph, rounds
 
 
 class OnnxNetwork:
@@ -329,13 +427,13 @@ def choose_backend(backend: str, spec: dict[str, Any], device: torch.device) -> 
 
 
 class CudaGraphRunner:
-    """Run a module with static-shape inputs from CUDA graphs, one captured per input shape and dtype.
+    """Run a module (or any function of tensors without host syncs) with static-shape inputs from CUDA graphs, one captured per input shape and dtype.
 
     The outputs are the graph's static tensors: they are overwritten by the next call, so consume them
     (the detector's post-processing does) before calling again.
     """
 
-    def __init__(self, module: nn.Module, warmup: int = 3):
+    def __init__(self, module: Callable[..., tuple], warmup: int = 3):
         self.module = module
         self.warmup = warmup
         self.graphs: dict[tuple, tuple[Any, tuple, tuple]] = {}
@@ -409,17 +507,23 @@ class DeployedPredictor:
         half: bool = False,
         optimize: bool = False,
         backend: str = "auto",
+        static_nms_rounds: int = 0,
     ):
         """
         Args:
             folder: written by ``export_deployed`` (``python -m quant_mimic_tools.deploy``).
             device: "cpu" or "cuda[:i]".
-            cuda_graphs: replay the networks' convolutions from CUDA graphs (CUDA only).
+            cuda_graphs: replay the whole detector from CUDA graphs, one per input shape (CUDA only):
+                the NMS becomes the static-shape :func:`matrix_nms`, and the predictor's one wait for the
+                device is the copy of the results.
             half: run the networks in float16 (CUDA only); boxes and scores stay float32.
             optimize: ``torch.jit.optimize_for_inference`` on the TorchScript networks (CPU).
             backend: "torchscript", "onnxruntime" (CPU; the folder's ``*.onnx`` networks) or "auto":
                 ONNX Runtime on the CPU where it is installed and the folder has ONNX networks (the faster
                 of the two on these CPUs, see the README), else TorchScript.
+            static_nms_rounds: rounds of :func:`matrix_nms` instead of torchvision's NMS (0: torchvision's;
+                with ``cuda_graphs`` 0 means :data:`STATIC_NMS_ROUNDS`). A batch whose static NMS did not
+                converge runs again with exact NMS (counted in ``exact_reruns``).
         """
         folder = Path(folder)
         self.spec = load_spec(folder)
@@ -442,7 +546,10 @@ class DeployedPredictor:
         self.dtype = torch.float16 if half else torch.float32
         self.detector = DeployedDetector(networks, self.spec).to(self.device).eval()
         if cuda_graphs:
-            self.detector.use_cuda_graphs()
+            self.detector.use_cuda_graphs(static_nms_rounds or STATIC_NMS_ROUNDS)
+        elif static_nms_rounds:
+            self.detector.nms_iterations = static_nms_rounds
+        self.exact_reruns = 0  # batches run again with exact NMS (the static NMS did not converge)
         inp = self.spec["input"]
         self.input_format = inp["format"]
         self.pixel_mean = torch.tensor(inp["pixel_mean"], device=self.device).view(-1, 1, 1)
@@ -455,10 +562,13 @@ class DeployedPredictor:
         backbone network normalises (``(x - mean) / std``) first, so it is 0 there, as detectron2 pads."""
         sizes = torch.tensor([list(im.shape[-2:]) for im in images], dtype=torch.int64)
         height, width = self.padded_size(*sizes.max(0).values.tolist())
-        out = self.pixel_mean.to(self.dtype).expand(len(images), -1, height, width).clone()
+        mean = self.pixel_mean.cpu().to(self.dtype)
+        out = mean.expand(len(images), -1, height, width).clone()  # built on the CPU, copied once
         for i, im in enumerate(images):
             out[i, :, : im.shape[-2], : im.shape[-1]] = im
-        return out, sizes.to(self.device)
+        if self.device.type == "cuda":
+            out = out.pin_memory()
+        return out.to(self.device, non_blocking=True), sizes.to(self.device, non_blocking=True)
 
     @torch.no_grad()
     def model(self, batched_inputs: Sequence[dict], lap: Callable[[str], None] | None = None) -> list[dict]:
@@ -483,7 +593,11 @@ class DeployedPredictor:
             if lap is not None:
                 lap("preprocess")
             outputs = self.detector(tensor, sizes, lap)
-            boxes, scores, classes, valid = (t.cpu() for t in outputs)  # the one wait for the device
+            boxes, scores, classes, valid, converged = (t.cpu() for t in outputs)  # the one wait
+            if not converged:  # the static NMS needed more rounds: rare; exact NMS for this batch
+                self.exact_reruns += 1
+                outputs = self.detector.exact(tensor, sizes)
+                boxes, scores, classes, valid, _ = (t.cpu() for t in outputs)
             for j, i in enumerate(group):
                 in_h, in_w = images[i].shape[-2:]
                 out_size = (batched_inputs[i].get("height", in_h), batched_inputs[i].get("width", in_w))
