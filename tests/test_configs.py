@@ -8,7 +8,7 @@ import pytest
 from conftest import CONFIGS
 from detectron2.modeling import build_model
 
-from quant_mimic.config import build_config, load_teacher_config
+from quant_mimic.config import build_config, default_num_workers, load_teacher_config
 
 ALL_CONFIGS = sorted(
     p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("*.yaml") if not p.name.startswith("Base")
@@ -58,3 +58,15 @@ def test_paper_config_builds_its_model_on_cpu(name):
     assert heads.num_classes == cfg.MODEL.ROI_HEADS.NUM_CLASSES
     if name.startswith("wider_face/"):
         assert type(heads).__name__ == "RFCNROIHeads" and cfg.INPUT.FORMAT == "L"
+
+
+@pytest.mark.parametrize("cores, workers", [(1, 1), (2, 1), (6, 3), (16, 8), (64, 8)])
+def test_data_loader_workers_follow_the_cores_unless_set(monkeypatch, cores, workers):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert default_num_workers() == workers
+    config = str(CONFIGS / "qm_R_tiny_FPN.yaml")
+    assert build_config(config, ["MODEL.DEVICE", "cpu"]).DATALOADER.NUM_WORKERS == workers
+    assert (
+        build_config(config, ["MODEL.DEVICE", "cpu", "DATALOADER.NUM_WORKERS", "3"]).DATALOADER.NUM_WORKERS
+        == 3
+    )

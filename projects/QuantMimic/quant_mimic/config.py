@@ -211,7 +211,8 @@ def fall_back_to_cpu(cfg: CfgNode) -> str | None:
 def build_config(config_file: str, opts: Sequence[str] = (), *, cpu_fallback: bool = True) -> CfgNode:
     """detectron2 config + QuantMimic keys, merged with ``config_file`` and ``opts`` (not frozen), with
     MODEL.QUANT_MIMIC.TEACHER_CONFIG resolved (:func:`resolve_config_path`) and, with ``cpu_fallback``,
-    MODEL.DEVICE cpu where CUDA is asked for but missing (:func:`fall_back_to_cpu`)."""
+    MODEL.DEVICE cpu where CUDA is asked for but missing (:func:`fall_back_to_cpu`), and
+    DATALOADER.NUM_WORKERS -1 replaced by :func:`default_num_workers`."""
     cfg = add_quantmimic_config(get_cfg())
     if not config_file:
         raise QuantMimicInputError("No --config-file given: pass one of projects/QuantMimic/configs/*.yaml.")
@@ -223,10 +224,20 @@ def build_config(config_file: str, opts: Sequence[str] = (), *, cpu_fallback: bo
     _merge(cfg.merge_from_list, list(opts), config_file, "the command-line overrides", "Config file")
     if cpu_fallback:
         fall_back_to_cpu(cfg)
+    if cfg.DATALOADER.NUM_WORKERS < 0:
+        cfg.DATALOADER.NUM_WORKERS = default_num_workers()
     cfg.MODEL.QUANT_MIMIC.TEACHER_CONFIG = resolve_config_path(
         cfg.MODEL.QUANT_MIMIC.TEACHER_CONFIG, config_file
     )
     return cfg
+
+
+def default_num_workers() -> int:
+    """DATALOADER.NUM_WORKERS where a config says -1: half the cores this process may run on, at least 1
+    (a worker keeps exact resume possible, see ``engine/exact_resume.py``) and at most 8 (enough to keep a
+    GPU fed with the built-in data set)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cores // 2))
 
 
 def resolve_config_path(path: str, config_file: str) -> str:
