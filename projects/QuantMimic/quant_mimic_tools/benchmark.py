@@ -238,9 +238,12 @@ def measure_pair(args: argparse.Namespace, configs: dict, weights: dict, sizes: 
                     for batch in args.infer_batches:
                         label = kind if batch == 1 else f"{kind}_b{batch}"
                         repeats = args.repeats if batch == 1 else max(3, args.repeats // 4)
-                        row[name][label] = deployed_latency(
-                            predictor, height, width, batch, repeats, args.warmup
-                        )
+                        try:
+                            row[name][label] = deployed_latency(
+                                predictor, height, width, batch, repeats, args.warmup
+                            )
+                        except RuntimeError as e:  # one way to run failing here must not hide the others
+                            row[name][label] = {"error": " ".join(str(e).split())[:200]}
             row["ratios"] = pair_ratios(row)
             results[key] = row
     return results
@@ -248,7 +251,7 @@ def measure_pair(args: argparse.Namespace, configs: dict, weights: dict, sizes: 
 
 def best_deployed(measured: dict) -> str:
     """The deployed kind with the lowest batch-1 latency."""
-    kinds = [k for k in measured if k != "eager" and "_b" not in k]
+    kinds = [k for k in measured if k != "eager" and "_b" not in k and "error" not in measured[k]]
     return min(kinds, key=lambda k: measured[k]["latency_ms"]["total"])
 
 
@@ -269,7 +272,7 @@ def pair_ratios(row: dict) -> dict:
         ratios["student_torchscript/onnxruntime"] = ms(s, "torchscript") / ms(s, "onnxruntime")
         ratios["teacher_torchscript/onnxruntime"] = ms(t, "torchscript") / ms(t, "onnxruntime")
     for kind in t:
-        if "_b" in kind:
+        if "_b" in kind and "error" not in t[kind] and "error" not in s.get(kind, {"error": ""}):
             batch = int(kind.rsplit("_b", 1)[1])
             ratios[f"throughput_{kind}_student/teacher"] = ms(t, kind) / ms(s, kind)
             ratios[f"images_per_s_{kind}"] = {
@@ -302,6 +305,9 @@ def print_pair(args: argparse.Namespace, results: dict, title: str) -> None:
             continue
         for name in ("teacher", "student"):
             for kind, c in row[name].items():
+                if "error" in c:
+                    print(f"{key:>9}  {name:<8}{kind:<20}failed: {c['error']}")
+                    continue
                 ms = c["latency_ms"]
                 batch = c.get("batch", 1)
                 gflops = f"{c['gflops']:>8.3f}" if kind == "eager" else f"{'':>8}"

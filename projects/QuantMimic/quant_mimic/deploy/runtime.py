@@ -257,7 +257,7 @@ class DeployedDetector(nn.Module):
         boxes = clip_boxes(torch.where(valid.unsqueeze(-1), boxes, boxes.new_zeros(())), image_sizes)
         size = rpn["min_box_size"]
         valid &= ((boxes[..., 2] - boxes[..., 0]) > size) & ((boxes[..., 3] - boxes[..., 1]) > size)
-        scores = torch.where(valid, scores, scores.new_tensor(-math.inf))
+        scores = scores.masked_fill(~valid, -math.inf)
         levels = self.num_levels
         if self.nms_iterations:
             kept, converged = matrix_nms(
@@ -270,7 +270,7 @@ class DeployedDetector(nn.Module):
             kept = keep_mask(keep, scores.numel()).view(batch, levels * k)
             converged = torch.ones((), dtype=torch.bool, device=scores.device)
         boxes, scores = boxes.view(batch, -1, 4), scores.view(batch, -1)
-        scores = torch.where(kept & valid.view(batch, -1), scores, scores.new_tensor(-math.inf))
+        scores = scores.masked_fill(~(kept & valid.view(batch, -1)), -math.inf)
         top_scores, top_idx = scores.topk(min(rpn["post_nms_topk"], levels * k), dim=1)
         proposals = boxes.gather(1, top_idx.unsqueeze(-1).expand(-1, -1, 4))
         return proposals, torch.isfinite(top_scores), converged
@@ -340,7 +340,7 @@ class DeployedDetector(nn.Module):
         finite = torch.isfinite(boxes).flatten(2).all(-1) & torch.isfinite(scores).all(-1)
         boxes = clip_boxes(boxes, image_sizes).expand(-1, -1, num_classes, -1)
         keep = (scores > roi["score_thresh"]) & (finite & proposal_valid).unsqueeze(-1)
-        scores = torch.where(keep, scores, scores.new_tensor(-math.inf)).reshape(batch, -1)
+        scores = scores.masked_fill(~keep, -math.inf).reshape(batch, -1)
         top_scores, top_idx = scores.topk(min(roi["candidates_per_image"], scores.shape[1]), dim=1)
         top_boxes = boxes.reshape(batch, -1, 4).gather(1, top_idx.unsqueeze(-1).expand(-1, -1, 4))
         classes = top_idx % num_classes
@@ -355,7 +355,7 @@ class DeployedDetector(nn.Module):
             keep = grouped_nms(top_boxes.reshape(-1, 4), top_scores.reshape(-1), groups, roi["nms_thresh"])
             kept = keep_mask(keep, top_scores.numel()).view(batch, per_image) & torch.isfinite(top_scores)
             converged = torch.ones((), dtype=torch.bool, device=scores.device)
-        top_scores = torch.where(kept, top_scores, top_scores.new_tensor(-math.inf))
+        top_scores = top_scores.masked_fill(~kept, -math.inf)
         final_scores, final_idx = top_scores.topk(min(roi["detections_per_image"], per_image), dim=1)
         final_boxes = top_boxes.gather(1, final_idx.unsqueeze(-1).expand(-1, -1, 4))
         valid = torch.isfinite(final_scores)
@@ -562,13 +562,10 @@ class DeployedPredictor:
         backbone network normalises (``(x - mean) / std``) first, so it is 0 there, as detectron2 pads."""
         sizes = torch.tensor([list(im.shape[-2:]) for im in images], dtype=torch.int64)
         height, width = self.padded_size(*sizes.max(0).values.tolist())
-        mean = self.pixel_mean.cpu().to(self.dtype)
-        out = mean.expand(len(images), -1, height, width).clone()  # built on the CPU, copied once
-        for i, im in enumerate(images):
-            out[i, :, : im.shape[-2], : im.shape[-1]] = im
-        if self.device.type == "cuda":
-            out = out.pin_memory()
-        return out.to(self.device, non_blocking=True), sizes.to(self.device, non_blocking=True)
+        out = self.pixel_mean.to(self.dtype).expand(len(images), -1, height, width).clone()
+        for i, im in enumerate(images):  # uint8 images (as detectron2's loaders give) cross to a GPU as uint8
+            out[i, :, : im.shape[-2], : im.shape[-1]] = im.to(self.device, non_blocking=True)
+        return out, sizes.to(self.device, non_blocking=True)
 
     @torch.no_grad()
     def model(self, batched_inputs: Sequence[dict], lap: Callable[[str], None] | None = None) -> list[dict]:
@@ -630,7 +627,7 @@ class DeployedPredictor:
             pil = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image)
             image = np.asarray(pil.resize((new_w, new_h), Image.BILINEAR))
             image = image[:, :, None] if image.ndim == 2 else image
-        tensor = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)).astype("float32"))
+        tensor = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))  # uint8, as detectron2's
         return {"image": tensor, "height": height, "width": width}
 
     def predict(self, images: Sequence[np.ndarray]) -> list[dict]:
