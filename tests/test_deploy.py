@@ -326,3 +326,16 @@ def test_deployed_latency_has_every_part_and_they_add_up(student):
     assert set(latency) == {"total", *PARTS} and all(latency[p] > 0 for p in PARTS)
     assert sum(latency[p] for p in PARTS) == pytest.approx(latency["total"], rel=0.05)
     assert cost["batch"] == 2 and cost["input_size"] == [96, 128] and cost["detections"] > 0
+
+
+def test_cuda_graphs_refuse_r_fcn_and_oversized_static_nms_before_touching_a_device(tmp_path):
+    cfg, model = random_model(CONFIGS / "shapes" / "student_VGG32_RFCN_scratch.yaml")
+    rfcn = DeployedPredictor(export_deployed(cfg, model, tmp_path / "rfcn"))
+    with pytest.raises(ValueError, match="R-FCN"):
+        rfcn.detector.use_cuda_graphs()
+    cfg, model = random_model(STUDENT_CONFIG)
+    model.proposal_generator.pre_nms_topk = {True: 3000, False: 3000}  # what PRE_NMS_TOPK_TEST 3000 builds
+    wide = DeployedPredictor(export_deployed(cfg, model, tmp_path / "wide"))
+    with pytest.raises(ValueError, match="PRE_NMS_TOPK_TEST <= 2000"):
+        wide.detector.use_cuda_graphs()
+    assert wide.detector.graph is None and rfcn.detector.graph is None

@@ -42,6 +42,8 @@ PARTS = ("backbone", "rpn", "roi_heads", "postprocess")
 FORMAT_VERSION = 1
 # rounds of the static NMS under a CUDA graph (see matrix_nms; more rounds fall back to exact NMS)
 STATIC_NMS_ROUNDS = 12
+# the largest RPN pre-NMS top-k per level the static NMS takes (a K x K matrix per image and level)
+MAX_STATIC_NMS_TOPK = 2000
 
 
 def grid_anchors(
@@ -210,6 +212,17 @@ class DeployedDetector(nn.Module):
         captured per input shape): the NMS becomes the static-shape :func:`matrix_nms` (CUDA only)."""
         if nms_iterations < 1:
             raise ValueError("A CUDA graph needs the static NMS: nms_iterations must be at least 1.")
+        if self.spec["roi"]["kind"] != "fast_rcnn":
+            raise ValueError(
+                "CUDA graphs are not available for R-FCN deployed models (their capture failed with "
+                "cudaErrorStreamCaptureInvalidated on torch 2.11): run this one without cuda_graphs."
+            )
+        if self.spec["rpn"]["pre_nms_topk"] > MAX_STATIC_NMS_TOPK:
+            raise ValueError(
+                f"RPN pre-NMS top-k {self.spec['rpn']['pre_nms_topk']} is too large for the static NMS of a "
+                f"CUDA graph (memory grows with its square): deploy with MODEL.RPN.PRE_NMS_TOPK_TEST <= "
+                f"{MAX_STATIC_NMS_TOPK}, or run without cuda_graphs."
+            )
         self.nms_iterations = nms_iterations
         self.graph = CudaGraphRunner(self._forward_ungraphed)
 
