@@ -41,6 +41,13 @@ def test_per_element_normalisation_divides_by_c_h_w():
     assert out["loss_mimic"].item() == pytest.approx(2.0 * 6 / (2 * 2 * 4))
 
 
+@pytest.mark.parametrize("normalize, denominator", [("as_written", 2 * 1), ("per_element", 2 * 1 * 4)])
+def test_a_single_roi_is_normalised_by_itself(normalize, denominator):
+    # N = 1 (the first RoI): squared code differences 1 + 1 + 1 + 0 = 3
+    out = make_loss(normalize=normalize)(MimicFeatures(TEACHER[:1], STUDENT[:1]))
+    assert out["loss_mimic"].item() == pytest.approx(3 / denominator)
+
+
 def test_plain_mimic_has_no_quantization():
     loss = make_loss(quantize_teacher=False, quantize_student=False, feature_relu=False)
     expected = (TEACHER - STUDENT).pow(2).sum().item() / 4
@@ -109,6 +116,13 @@ def test_unset_loss_quantizer_follows_the_quantized_teacher(tmp_path):
     assert (cfg.MODEL.QUANT_MIMIC.QUANTIZER_TYPE, cfg.MODEL.QUANT_MIMIC.QUANTIZER_STRIDE) == ("", 0.0)
     assert loss_quantizer(cfg) == ("pow2", 0.5)
     assert mimic_quantizer(cfg, load_teacher_config(cfg)) == ("pow2", 0.5)  # a loaded teacher config
+
+
+def test_loss_quantizer_follows_the_teacher_config_it_is_given(tmp_path):
+    teacher_cfg = load_teacher_config(qm_cfg_with_teacher(tmp_path))  # pow2, stride 0.5
+    cfg = build_config(str(QM_CONFIG), ["MODEL.QUANT_MIMIC.TEACHER_CONFIG", str(tmp_path / "elsewhere.yaml")])
+    quantizer = MimicLoss(cfg, teacher_cfg).quantizer  # the given config: the file named is not read
+    assert (quantizer.kind, quantizer.stride) == ("pow2", 0.5)
 
 
 @pytest.mark.parametrize(
