@@ -2,8 +2,13 @@
 
     python -m quant_mimic_tools.convert --model resnet18|resnet34|resnet50|vgg16 --input resnet18.pth \\
         --output R18.pkl [--grayscale] [--config-file configs/voc/teacher_R18_FPN.yaml]
+    python -m quant_mimic_tools.convert --model vgg16 --input vgg16.pth --grayscale --select-filters \\
+        --config-file configs/wider_face/teacher_VGG4_RFCN.yaml --output output/imagenet/vgg16_gray_1-4.pkl
 
-Then train with ``MODEL.WEIGHTS R18.pkl``. The output holds ``{"model": {name: array}, "__author__":
+Then train with ``MODEL.WEIGHTS R18.pkl``. The paper's teacher configs name these files already:
+``configs/voc/teacher_R18_FPN.yaml`` reads ``output/imagenet/resnet18.pkl`` (``--model resnet18``) and
+``configs/wider_face/teacher_VGG4_RFCN.yaml`` reads ``output/imagenet/vgg16_gray_1-4.pkl`` (the second
+command); ``python -m quant_mimic_tools.pipeline --setting voc|wider_face`` checks that they exist. The output holds ``{"model": {name: array}, "__author__":
 "torchvision", "matching_heuristics": True}`` (``.pkl``: numpy arrays, ``.pth``: tensors). Names are the
 backbone's own (``stem.conv1.weight``, ``res2.0.conv1.norm.running_mean``, ``conv1_1.weight``);
 detectron2's ``DetectionCheckpointer`` matches them by suffix to ``backbone.`` (single map) or
@@ -17,11 +22,20 @@ normalisation: ``INPUT.FORMAT "RGB"``, ``PIXEL_MEAN [123.675, 116.28, 103.53]``,
 57.12, 57.375]``. ``--grayscale`` sums the first conv over its RGB inputs, for ``INPUT.FORMAT "L"`` with one
 mean and std (e.g. [117.04] and [57.53], the luma of the values above). ``--config-file`` checks a target
 config against these before writing.
+
+``--select-filters`` (vgg16, with ``--config-file``) initialises a width-divided VGG (the paper's
+VGG-1-4 WIDER FACE teacher, ``MODEL.VGG.WIDTH_DIVISOR 4``) from the full VGG-16: every conv keeps the
+``C // d`` filters of largest L1 norm (Li et al., "Pruning Filters for Efficient ConvNets", ICLR 2017)
+and, of each kept filter, the input channels the previous conv kept. For a target with a norm after its
+convs (``MODEL.VGG.NORM "BN"``) the conv biases are dropped (the norm's shift replaces them) and the norm
+starts from its own initialisation. The paper does not say how (or whether) its teachers were
+initialised; this is the choice made here.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import pickle
 import re
 import sys
@@ -40,6 +54,9 @@ MODELS = (*RESNET_DEPTHS, "vgg16")
 CLASSIFIER_PREFIXES = ("fc.", "classifier.")
 # Norms whose parameters and running statistics a torchvision BatchNorm maps onto.
 BN_NORMS = ("BN", "FrozenBN", "SyncBN")
+# torchvision's input normalisation (0-255 scale), and its luma for grayscale input.
+TORCHVISION_RGB_MEAN = (123.675, 116.28, 103.53)
+TORCHVISION_GRAY_MEAN = (117.04,)
 # Layers a torchvision VGG ``features`` entry takes per conv (conv + ReLU); each stage ends with a pool.
 VGG_LAYERS_PER_CONV = 2
 VGG_POOL_LAYERS = 1
@@ -85,12 +102,42 @@ def _renamed(model: str, state_dict: Dict[str, torch.Tensor]) -> Iterator[Tuple[
         yield new, value
 
 
+def select_filters(
+    converted: Dict[str, torch.Tensor], width_divisor: int, keep_bias: bool = True
+) -> Dict[str, torch.Tensor]:
+    """The VGG-16 weights of :func:`convert` narrowed to width ``1 / width_divisor``.
+
+    Every conv (in order ``conv1_1`` .. ``conv5_3``) keeps its ``max(1, C_out // width_divisor)`` output
+    filters of largest L1 norm (in their original order), restricted to the input channels the previous
+    conv kept: ``Tensor[C_out, C_in, 3, 3] -> Tensor[C_out // d, C_in // d, 3, 3]`` (the first conv keeps
+    its image channels). ``keep_bias``: keep the kept filters' biases (False: drop them, for convs
+    followed by a norm)."""
+    out: Dict[str, torch.Tensor] = {}
+    kept_inputs = None
+    for name in vgg16_feature_names().values():
+        weight = converted[f"{name}.weight"]
+        if kept_inputs is not None:
+            weight = weight[:, kept_inputs]
+        count = max(1, weight.shape[0] // width_divisor)
+        kept = torch.sort(torch.topk(weight.abs().sum(dim=(1, 2, 3)), count).indices).values
+        out[f"{name}.weight"] = weight[kept].clone()
+        if keep_bias and f"{name}.bias" in converted:
+            out[f"{name}.bias"] = converted[f"{name}.bias"][kept].clone()
+        kept_inputs = kept
+    return out
+
+
 def convert(
-    model: str, state_dict: Dict[str, torch.Tensor], grayscale: bool = False
+    model: str,
+    state_dict: Dict[str, torch.Tensor],
+    grayscale: bool = False,
+    width_divisor: int = 1,
+    keep_bias: bool = True,
 ) -> Dict[str, torch.Tensor]:
     """torchvision ``state_dict`` of ``model`` -> {backbone parameter name: tensor} (see the module doc).
 
     ``grayscale``: the first conv's ``Tensor[C, 3, k, k]`` becomes its sum over inputs, ``Tensor[C, 1, k, k]``.
+    ``width_divisor`` > 1 (vgg16 only): :func:`select_filters`, with ``keep_bias``.
     """
     if model not in MODELS:
         raise QuantMimicInputError(f"--model {model!r} is not supported: use one of {', '.join(MODELS)}.")
@@ -102,16 +149,30 @@ def convert(
         )
     if grayscale:
         converted[first] = converted[first].sum(dim=1, keepdim=True)
+    if width_divisor > 1 or not keep_bias:
+        if model != "vgg16":
+            raise QuantMimicInputError(
+                f"Filter selection for a width-divided target is implemented for vgg16 only, not {model}: convert "
+                "for a width-1 target."
+            )
+        converted = select_filters(converted, width_divisor, keep_bias)
     return converted
 
 
-def check_target_config(model: str, config_file: str) -> None:
-    """Refuse, with one sentence, a target config the converted weights cannot initialise."""
+def check_target_config(model: str, config_file: str, select: bool = False) -> None:
+    """Refuse, with one sentence, a target config the converted weights cannot initialise. ``select``:
+    the weights are narrowed by :func:`select_filters` (a width-divided VGG with or without a norm)."""
     cfg = build_config(config_file)
     backbone = cfg.MODEL.BACKBONE.NAME
+    if select and model != "vgg16":
+        raise QuantMimicInputError(
+            f"--select-filters is implemented for vgg16 only, not {model}: convert for a width-1 target."
+        )
     if model == "vgg16":
-        divisor, family, norm_ok = cfg.MODEL.VGG.WIDTH_DIVISOR, "vgg", cfg.MODEL.VGG.NORM == ""
-        norm_hint = 'MODEL.VGG.NORM "" (torchvision vgg16 has no norm layers)'
+        divisor, family, norm_ok = cfg.MODEL.VGG.WIDTH_DIVISOR, "vgg", select or cfg.MODEL.VGG.NORM == ""
+        norm_hint = 'MODEL.VGG.NORM "" (torchvision vgg16 has no norm layers), or pass --select-filters'
+        if select:
+            divisor = 1  # any width: the filters are selected
     else:
         divisor, family, norm_ok = (
             cfg.MODEL.RESNETS.WIDTH_DIVISOR,
@@ -126,7 +187,8 @@ def check_target_config(model: str, config_file: str) -> None:
     if divisor != 1:
         raise QuantMimicInputError(
             f"{config_file} has width divisor {divisor}, but ImageNet weights exist only for full-width "
-            "networks: convert for a width-1 teacher and train tiny students from scratch or by mimic."
+            "networks: convert for a width-1 teacher (vgg16: or pass --select-filters) and train tiny students "
+            "from scratch or by mimic."
         )
     if not norm_ok:
         raise QuantMimicInputError(f"{config_file} cannot take torchvision {model} weights: set {norm_hint}.")
@@ -140,6 +202,24 @@ def check_target_config(model: str, config_file: str) -> None:
             raise QuantMimicInputError(
                 f"{config_file} strides the 1x1 conv, torchvision's resnet50 the 3x3: set MODEL.RESNETS.STRIDE_IN_1X1 False."
             )
+
+
+def format_notes(config_file: str, grayscale: bool) -> list[str]:
+    """What of the target's input differs from torchvision's (RGB, its mean and std): the weights load, but
+    the first conv then sees other values than it was trained on."""
+    cfg = build_config(config_file)
+    expected = "L" if grayscale else "RGB"
+    notes = []
+    if cfg.INPUT.FORMAT != expected:
+        notes.append(
+            f"{config_file} has INPUT.FORMAT {cfg.INPUT.FORMAT}; torchvision's weights expect {expected} "
+            f"{'(with --grayscale)' if grayscale else '(or L with --grayscale)'}."
+        )
+    mean = list(cfg.MODEL.PIXEL_MEAN)
+    expected_mean = TORCHVISION_GRAY_MEAN if grayscale else TORCHVISION_RGB_MEAN
+    if len(mean) != len(expected_mean) or any(abs(a - b) > 0.01 for a, b in zip(mean, expected_mean)):
+        notes.append(f"{config_file} has MODEL.PIXEL_MEAN {mean}, not torchvision's {list(expected_mean)}.")
+    return notes
 
 
 def load_torchvision(path: str) -> Dict[str, torch.Tensor]:
@@ -172,11 +252,26 @@ def main(argv: list[str] | None = None) -> int:
         "--grayscale", action="store_true", help="sum the first conv over RGB (INPUT.FORMAT L)"
     )
     parser.add_argument("--config-file", default="", help="check that this config can take the weights")
+    parser.add_argument(
+        "--select-filters",
+        action="store_true",
+        help="vgg16 for a width-divided target (--config-file's MODEL.VGG.WIDTH_DIVISOR): keep the filters of "
+        "largest L1 norm",
+    )
     args = parser.parse_args(argv)
     try:
+        divisor, keep_bias = 1, True
+        if args.select_filters and not args.config_file:
+            raise QuantMimicInputError("--select-filters needs --config-file: the target's width and norm.")
         if args.config_file:
-            check_target_config(args.model, args.config_file)
-        converted = convert(args.model, load_torchvision(args.input), args.grayscale)
+            check_target_config(args.model, args.config_file, args.select_filters)
+            for note in format_notes(args.config_file, args.grayscale):
+                print(f"convert: note: {note}", file=sys.stderr)
+        if args.select_filters:
+            cfg = build_config(args.config_file)
+            divisor, keep_bias = cfg.MODEL.VGG.WIDTH_DIVISOR, cfg.MODEL.VGG.NORM == ""
+        converted = convert(args.model, load_torchvision(args.input), args.grayscale, divisor, keep_bias)
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         save(converted, args.output)
     except QuantMimicInputError as e:
         print(f"convert: error: {e}", file=sys.stderr)

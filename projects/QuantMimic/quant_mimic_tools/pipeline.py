@@ -1,8 +1,25 @@
 """The main job: teacher -> quantized teacher -> students (scratch, mimic, Quantization Mimic), evaluated.
 
     python -m quant_mimic_tools.pipeline [--output output/shapes] [--seeds 0 1 2] [--smoke] [--report-only]
+    python -m quant_mimic_tools.pipeline --setting voc [--data-root datasets] [--output output/voc]
+    python -m quant_mimic_tools.pipeline --setting wider_face [--data-root datasets] [--output output/wider_face]
+    python -m quant_mimic_tools.pipeline --setting voc --smoke     # toy VOC-format data, a few iterations
     python -m quant_mimic_tools.pipeline --dataset mytrain=coco:train.json:images/ \
         --dataset myval=coco:val.json:images/ --train mytrain --val myval [--output output/mytrain] [KEY VALUE ...]
+
+``--setting`` (``quant_mimic_tools/settings.py``) picks the chain: ``shapes`` (default, the built-in data
+set), ``voc`` (the paper's Table 7: configs/voc/, VOC07+12 trainval -> VOC07 test, AP50 and the AP50 of
+every class) or ``wider_face`` (Tables 2-6: configs/wider_face/, grayscale VGG R-FCN with OHEM, official
+easy / medium / hard AP). Their data sets are read from ``--data-root`` (default ``$DETECTRON2_DATASETS``,
+else ``datasets``; the layout of datasets/README.md), and their teachers start from the ImageNet weights
+the teacher config names (``MODEL.WEIGHTS``, written by ``python -m quant_mimic_tools.convert``, see
+the project README) unless ``--teacher-weights`` says otherwise (``""``: from scratch). The results table
+holds the setting's metric and the paper's numbers beside ours.
+
+``--smoke``: every stage with a handful of iterations, a small batch and small images; for ``voc`` and
+``wider_face`` on a toy data set in the official layout generated into ``<output>/toy_data`` (unless
+``--data-root`` is given), with the teacher from scratch. Its default ``--output`` is
+``output/<setting>_smoke``, so a smoke run never stands in for a real one.
 
 With ``--dataset`` / ``--train`` / ``--val`` (see datasets/README.md) the chain runs on a data set of your
 own: every stage trains on ``--train`` and is evaluated on ``--val``, with the number of classes and the
@@ -13,7 +30,9 @@ config overrides for every stage (e.g. the input size of larger images). ``--dry
 ``train_net.py`` command and stops.
 
 Every stage is an ordinary ``train_net.py`` run with its own OUTPUT_DIR. A finished stage (its
-metrics.json holds the final evaluation) is reused; an interrupted one continues with ``--resume``.
+metrics.json holds the final evaluation) is reused; an interrupted one continues with ``--resume``. The
+setting, its data root and whether it is a smoke run are recorded in ``<output>/main_job.json``: a rerun
+needs none of them again, and other ones on that folder are refused.
 At the end the results table is written as ``<output>/results.md`` and ``<output>/results.json``, and
 the report (model-zoo table with cost, pictures, index page; see ``quant_mimic_tools.report``) into
 ``<output>/report/``.
@@ -23,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shlex
 import statistics
@@ -34,24 +54,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .results import finite_metric, read_final_metrics, table_cell
+from .settings import SETTINGS, SHAPES, Setting, register_data, write_toy_data
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TRAIN_NET = Path(__file__).resolve().parents[1] / "train_net.py"
-METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 _ERROR_LINE = re.compile(r"(Error\b|error:|Traceback)")  # not the "-Werror" of torch's build settings
 
-# A smoke run: the 64-image data set and a handful of iterations per stage (tests, quick checks).
-SMOKE_OPTS = [
-    "DATASETS.TRAIN", "('quantmimic_shapes_mini_train',)",
-    "DATASETS.TEST", "('quantmimic_shapes_mini_val',)",
-    "SOLVER.IMS_PER_BATCH", "2",
-    "SOLVER.MAX_ITER", "6",
-    "SOLVER.STEPS", "()",
-    "SOLVER.WARMUP_ITERS", "2",
-    "SOLVER.CHECKPOINT_PERIOD", "1000",
-    "DATALOADER.NUM_WORKERS", "0",
-    "MODEL.QUANT_MIMIC.TEACHER_CHECK_IMAGES", "0",
-]  # fmt: skip
+# The built-in data set's smoke overrides (the 64-image data set, a handful of iterations per stage).
+SMOKE_OPTS = list(SHAPES.smoke_opts)
 
 
 @dataclass
@@ -76,57 +86,77 @@ class UserData:
 
 
 @dataclass
+class MainJob:
+    """What a main job runs on: the setting, the folder its data sets are read from (None: the built-in
+    data set's own), whether it is a smoke run, and the teacher's MODEL.WEIGHTS (None: its config's)."""
+
+    setting: Setting = SHAPES
+    data_root: Path | None = None
+    smoke: bool = False
+    teacher_weights: str | None = None
+
+    def env(self) -> dict:
+        """The environment of every stage: detectron2 reads the data sets from DETECTRON2_DATASETS."""
+        env = dict(os.environ)
+        if self.data_root is not None:
+            env["DETECTRON2_DATASETS"] = str(self.data_root)
+        return env
+
+    def record(self) -> dict:
+        root = None if self.data_root is None else str(self.data_root)
+        return {"setting": self.setting.name, "data_root": root, "smoke": self.smoke,
+                "teacher_weights": self.teacher_weights}  # fmt: skip
+
+
+@dataclass
 class Stage:
     name: str  # also the folder under --output
     config: str  # relative to the project's configs/
     description: str
     opts: list[str] = field(default_factory=list)
+    paper: dict[str, float] = field(default_factory=dict)  # the paper's numbers (Setting.paper_metrics)
 
 
-def chain(output: Path, seeds: list[int], data: UserData | None = None) -> list[Stage]:
-    """The stages in order; students get one stage per seed, teachers are shared. On ``data``, the
-    students read their teacher's config from the teacher run (``config.yaml``: the data's classes)."""
-    teacher, teacher_q = output / "teacher_R18_2_FPN", output / "teacher_R18_2_FPN_quant"
+def chain(
+    output: Path,
+    seeds: list[int],
+    data: UserData | None = None,
+    setting: Setting = SHAPES,
+    teacher_weights: str | None = None,
+) -> list[Stage]:
+    """The stages of ``setting`` in order; students get one stage per seed, teachers are shared. On
+    ``data`` or a setting other than the built-in one, the students read their teacher's config from
+    the teacher run (``config.yaml``: the data's classes, the run's overrides). ``teacher_weights``:
+    the first teacher's MODEL.WEIGHTS (None: its config's)."""
+    spec_t, spec_q = setting.teacher, setting.teacher_quant
+    teacher, teacher_q = output / spec_t.name, output / spec_q.name
     teacher_opts: list[list[str]] = [[], []]  # mimic, qm
-    if data is not None:
+    if data is not None or setting is not SHAPES:
         teacher_opts = [
             ["MODEL.QUANT_MIMIC.TEACHER_CONFIG", str(teacher / "config.yaml")],
             ["MODEL.QUANT_MIMIC.TEACHER_CONFIG", str(teacher_q / "config.yaml")],
         ]
+    init = [] if teacher_weights is None else ["MODEL.WEIGHTS", teacher_weights]
     stages = [
-        Stage(
-            "teacher_R18_2_FPN", "shapes/teacher_R18_2_FPN.yaml", "full-precision teacher, ResNet18-1-2 FPN"
-        ),
-        Stage(
-            "teacher_R18_2_FPN_quant",
-            "shapes/teacher_R18_2_FPN_quant.yaml",
-            "quantized teacher (fine-tuned with Q)",
-            ["MODEL.WEIGHTS", str(teacher / "model_final.pth")],
-        ),
-    ]
+        Stage(spec_t.name, spec_t.config, spec_t.description, init, dict(spec_t.paper)),
+        Stage(spec_q.name, spec_q.config, spec_q.description, ["MODEL.WEIGHTS", str(teacher / "model_final.pth")],
+              dict(spec_q.paper)),
+    ]  # fmt: skip
+    scratch, mimic, qm = setting.students
     students = [
-        ("scratch", "shapes/student_R18_16_FPN_scratch.yaml", "ResNet18-1-16 student, from scratch", []),
-        (
-            "mimic",
-            "shapes/mimic_R18_16_FPN.yaml",
-            "ResNet18-1-16 student, mimic (Li et al.)",
-            ["MODEL.QUANT_MIMIC.TEACHER_WEIGHTS", str(teacher / "model_final.pth"), *teacher_opts[0]],
-        ),
-        (
-            "qm",
-            "qm_R_tiny_FPN.yaml",
-            "ResNet18-1-16 student, Quantization Mimic",
-            ["MODEL.QUANT_MIMIC.TEACHER_WEIGHTS", str(teacher_q / "model_final.pth"), *teacher_opts[1]],
-        ),
+        (scratch, []),
+        (mimic, ["MODEL.QUANT_MIMIC.TEACHER_WEIGHTS", str(teacher / "model_final.pth"), *teacher_opts[0]]),
+        (qm, ["MODEL.QUANT_MIMIC.TEACHER_WEIGHTS", str(teacher_q / "model_final.pth"), *teacher_opts[1]]),
     ]
     for seed in seeds:
-        for kind, config, description, opts in students:
+        for spec, opts in students:
             stages.append(
                 Stage(
-                    f"student_{kind}_seed{seed}",
-                    config,
-                    f"{description}, seed {seed}",
+                    f"{spec.name}_seed{seed}",
+                    spec.config,
+                    f"{spec.description}, seed {seed}",
                     [*opts, "SEED", str(seed)],
+                    dict(spec.paper),
                 )
             )
     return stages
@@ -144,9 +174,17 @@ def stage_command(
 
 
 def run_stage(
-    stage: Stage, output: Path, extra_opts: list[str], index: int, total: int, data: UserData | None = None
+    stage: Stage,
+    output: Path,
+    extra_opts: list[str],
+    index: int,
+    total: int,
+    data: UserData | None = None,
+    job: MainJob | None = None,
 ) -> dict:
-    """Run ``stage`` (``extra_opts``: overrides after its own; ``data``: the user's data sets)."""
+    """Run ``stage`` (``extra_opts``: overrides after its own; ``data``: the user's data sets; ``job``:
+    the setting and its data root)."""
+    job = job or MainJob()
     out = output / stage.name
     done = read_final_metrics(out)
     if done is not None:
@@ -159,7 +197,9 @@ def run_stage(
     log = out.parent / f"{stage.name}.log"
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as f:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=job.env()
+        )
         for line in proc.stdout:  # keep the whole log, show detectron2's progress lines (with ETA)
             f.write(line)
             if "eta:" in line or "copypaste:" in line or _ERROR_LINE.search(line):
@@ -169,12 +209,15 @@ def run_stage(
     metrics = read_final_metrics(out)
     if metrics is None:
         raise SystemExit(f"Stage {stage.name} finished without a final evaluation; its log is {log}.")
-    print(f"    {stage.name}: AP {metrics['bbox/AP']:.1f} in {time.time() - start:.0f} s", flush=True)
+    scores = ", ".join(
+        f"{m.label} {table_cell(finite_metric(metrics.get(m.key)))}" for m in job.setting.metrics[:3]
+    )
+    print(f"    {stage.name}: {scores} in {time.time() - start:.0f} s", flush=True)
     return metrics
 
 
-def summarize(rows: list[dict]) -> list[dict]:
-    """Mean and sample standard deviation of AP / AP50 over the seeds of each student kind."""
+def summarize(rows: list[dict], keys: tuple[str, ...] = ("AP", "AP50")) -> list[dict]:
+    """Mean and sample standard deviation of ``keys`` (e.g. AP / AP50) over the seeds of each student kind."""
     groups: dict[str, list[dict]] = {}
     for row in rows:
         if "_seed" in row["model"]:
@@ -182,7 +225,7 @@ def summarize(rows: list[dict]) -> list[dict]:
     summary = []
     for kind, members in groups.items():
         entry = {"model": kind, "seeds": len(members)}
-        for k in ("AP", "AP50"):
+        for k in keys:
             values = [m[k] for m in members if m[k] is not None]
             entry[f"{k}_mean"] = round(statistics.mean(values), 2) if values else None
             entry[f"{k}_std"] = round(statistics.stdev(values), 2) if len(values) > 1 else None
@@ -190,30 +233,68 @@ def summarize(rows: list[dict]) -> list[dict]:
     return summary
 
 
-def write_results(output: Path, stages: list[Stage], results: dict[str, dict]) -> None:
-    """``results.json`` (every run, and per-kind means over seeds) and ``results.md`` (the same as tables)."""
+PER_CLASS_PREFIX = "bbox/AP50-"  # the per-class AP50 of the VOC evaluation
+
+
+def per_class_table(stages: list[Stage], results: dict[str, dict]) -> str:
+    """A Markdown table of the AP50 of every class (rows) per run (columns), for the classes the val
+    set has ("" when no run reports per-class AP50)."""
+    classes: list[str] = []
+    for stage in stages:
+        for key, value in results[stage.name].items():
+            name = key[len(PER_CLASS_PREFIX) :]
+            if key.startswith(PER_CLASS_PREFIX) and finite_metric(value) is not None and name not in classes:
+                classes.append(name)
+    if not classes:
+        return ""
+    lines = ["| class | " + " | ".join(s.name for s in stages) + " |", "|---" * (len(stages) + 1) + "|"]
+    for name in classes:
+        cells = [table_cell(finite_metric(results[s.name].get(PER_CLASS_PREFIX + name))) for s in stages]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(
+    output: Path, stages: list[Stage], results: dict[str, dict], setting: Setting = SHAPES
+) -> None:
+    """``results.json`` (every run with the setting's metrics and the paper's numbers, per-kind means over
+    seeds) and ``results.md`` (the same as tables; for VOC also the AP50 of every class)."""
+    labels = [m.label for m in setting.metrics]
+    paper = list(setting.paper_metrics)
     rows = []
     for stage in stages:
         m = results[stage.name]
         rows.append({"model": stage.name, "description": stage.description, "config": stage.config,
                      "checkpoint": str(output / stage.name / "model_final.pth"),
-                     **{k: finite_metric(m.get(f"bbox/{k}")) for k in METRICS}})  # fmt: skip
-    summary = summarize(rows)
-    (output / "results.json").write_text(json.dumps({"runs": rows, "over_seeds": summary}, indent=2) + "\n")
-    lines = ["| model | " + " | ".join(METRICS) + " | config |", "|---" * (len(METRICS) + 2) + "|"]
+                     **{x.label: finite_metric(m.get(x.key)) for x in setting.metrics},
+                     "paper": {k: stage.paper[k] for k in paper if k in stage.paper}})  # fmt: skip
+    summary = summarize(rows, setting.summary_metrics)
+    record = {
+        "setting": setting.name,
+        "paper_source": setting.paper_source,
+        "runs": rows,
+        "over_seeds": summary,
+    }
+    (output / "results.json").write_text(json.dumps(record, indent=2) + "\n")
+    header = labels + [f"paper {k}" for k in paper]
+    lines = [f"Setting: {setting.title}." + (f" Paper: {setting.paper_source}." if paper else ""), ""]
+    lines += ["| model | " + " | ".join(header) + " | config |", "|---" * (len(header) + 2) + "|"]
     for r in rows:
-        lines.append(
-            f"| {r['model']} | " + " | ".join(table_cell(r[k]) for k in METRICS) + f" | {r['config']} |"
-        )
+        cells = [table_cell(r[k]) for k in labels] + [table_cell(r["paper"].get(k)) for k in paper]
+        lines.append(f"| {r['model']} | " + " | ".join(cells) + f" | {r['config']} |")
     if summary:
+        keys = setting.summary_metrics
         lines += [
             "",
-            "| student | seeds | AP mean | AP std | AP50 mean | AP50 std |",
-            "|---|---|---|---|---|---|",
+            "| student | seeds | " + " | ".join(f"{k} mean | {k} std" for k in keys) + " |",
+            "|---|---|" + "---|---|" * len(keys),
         ]
         for e in summary:
-            cells = [table_cell(e[k]) for k in ("AP_mean", "AP_std", "AP50_mean", "AP50_std")]
+            cells = [table_cell(e[f"{k}_{s}"]) for k in keys for s in ("mean", "std")]
             lines.append(f"| {e['model']} | {e['seeds']} | " + " | ".join(cells) + " |")
+    per_class = per_class_table(stages, results)
+    if per_class:
+        lines += ["", "AP50 of every class of the val set (VOC07 11-point AP):", "", per_class.rstrip()]
     (output / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -233,27 +314,40 @@ def data_table(data: UserData) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_stage_report(output: Path, stages: list[Stage], repeats: int, data: UserData | None = None) -> Path:
+def write_stage_report(
+    output: Path, stages: list[Stage], repeats: int, data: UserData | None = None, job: MainJob | None = None
+) -> Path:
     """The report of the finished chain: every model in the table and pictures; curves and the
     matching ratio for the first seed's students. On ``data``, its data sets are registered here first
-    (the pictures are drawn on the val images, with the data's class names)."""
+    (the pictures are drawn on the val images, with the data's class names); for a setting, its data
+    sets under the job's data root."""
     from .report import Run, write_report  # imports detectron2: not needed to list the chain
 
+    job = job or MainJob()
     tables = []
     if data is not None:
         from quant_mimic.data.user import register_user_datasets
 
         register_user_datasets(data.specs)
         tables.append(("Data", data_table(data)))
+    if job.data_root is not None:
+        register_data(job.setting, job.data_root)
     runs = [Run(s.name, s.description, s.config, output / s.name) for s in stages]
     first_seed = [r for r in runs if "_seed" in r.name][:3]
     mimic = [r for r in first_seed if r.is_mimic]
     results = (output / "results.md").read_text()
-    tables.append(("AP of every run, and over seeds", results))
-    return write_report(output / "report", runs, first_seed, mimic, tables, repeats)
+    tables.append(
+        (f"{', '.join(m.label for m in job.setting.metrics)} of every run, and over seeds", results)
+    )
+    metrics = [(m.label, m.key) for m in job.setting.metrics]
+    title = f"QuantMimic main job ({job.setting.title}{', smoke run' if job.smoke else ''}): report"
+    return write_report(
+        output / "report", runs, first_seed, mimic, tables, repeats, metrics=metrics, title=title
+    )
 
 
 DATA_RECORD = "user_data.json"
+JOB_RECORD = "main_job.json"
 
 
 def fail(message: str) -> None:
@@ -299,6 +393,93 @@ def resolve_data(args: argparse.Namespace, output: Path) -> UserData | None:
     return data
 
 
+def default_output(args: argparse.Namespace) -> Path:
+    """output/<setting> (output/<--train> for the user's data), with ``_smoke`` for a smoke run."""
+    name = args.train or args.setting or "shapes"
+    return Path("output") / (f"{name}_smoke" if args.smoke else name)
+
+
+def resolve_job(args: argparse.Namespace, output: Path) -> MainJob:
+    """The setting, data root, smoke flag and teacher weights of this run: from the options, else what
+    ``<output>/main_job.json`` records; options that differ from the record are refused (other runs live
+    in another --output). Raises QuantMimicInputError."""
+    from quant_mimic.errors import QuantMimicInputError
+
+    record = output / JOB_RECORD
+    saved = json.loads(record.read_text()) if record.is_file() else None
+    name = args.setting or (saved["setting"] if saved else SHAPES.name)
+    setting = SETTINGS[name]
+    if (
+        saved is None
+        and setting is not SHAPES
+        and any((output / s.name).exists() for s in chain(output, [0]))
+    ):
+        raise QuantMimicInputError(f"{output} holds runs on the built-in data set: pass a new --output.")
+    if setting is not SHAPES and (args.dataset or args.train or args.val):
+        raise QuantMimicInputError(
+            f"--setting {name} reads its own data sets from --data-root; --dataset / --train / --val run the "
+            "built-in chain on data of your own: use one or the other."
+        )
+    smoke = args.smoke or bool(saved and saved["smoke"])
+    if setting is SHAPES:
+        data_root = None if args.data_root is None else Path(args.data_root).resolve()
+    elif args.data_root is not None:
+        data_root = Path(args.data_root).resolve()
+    elif saved is not None and saved["data_root"]:
+        data_root = Path(saved["data_root"])
+    elif smoke:
+        data_root = output / "toy_data"
+    else:
+        data_root = Path(os.environ.get("DETECTRON2_DATASETS", "datasets")).resolve()
+    weights = args.teacher_weights
+    if weights is None and saved is not None:
+        weights = saved.get("teacher_weights")
+    if weights is None and smoke and setting is not SHAPES:
+        weights = ""  # the toy teacher starts from scratch
+    job = MainJob(setting, data_root, smoke, weights)
+    if saved is not None:
+        differs = [k for k, v in job.record().items() if saved.get(k) != v]
+        if differs:
+            was = ", ".join(f"{k} {saved.get(k)!r}" for k in differs)
+            raise QuantMimicInputError(
+                f"{output} holds a main job with {was} ({record}): pass a new --output for this one."
+            )
+    return job
+
+
+def check_job(job: MainJob, output: Path) -> None:
+    """Before the first stage of a setting: its data sets are under the data root (a smoke run's toy data
+    set is generated there), and the teacher's initial weights exist. Raises QuantMimicInputError."""
+    from quant_mimic.config import build_config
+    from quant_mimic.errors import QuantMimicInputError
+
+    setting = job.setting
+    if setting is SHAPES:
+        return
+    if job.smoke and job.data_root == output / "toy_data":
+        print(f"    toy {setting.name} data set (official layout) in {job.data_root}", flush=True)
+        write_toy_data(setting, job.data_root)
+    for folder in setting.data_folders:
+        if not (job.data_root / folder).is_dir():
+            raise QuantMimicInputError(
+                f"--data-root {job.data_root} holds no {folder}/: put the {setting.title} data there as "
+                "datasets/README.md shows, pass --data-root, or try the chain with --smoke (toy data)."
+            )
+    weights = job.teacher_weights
+    config = CONFIGS / setting.teacher.config
+    if weights is None:
+        weights = build_config(str(config)).MODEL.WEIGHTS
+    if weights and "://" not in weights and not os.path.isfile(weights):
+        model, options = setting.imagenet or ("", ())
+        convert = shlex.join(["python", "-m", "quant_mimic_tools.convert", "--model", model, "--input",
+                              f"{model}.pth", "--output", weights, *options, "--config-file", str(config)])  # fmt: skip
+        raise QuantMimicInputError(
+            f"The teacher's initial weights {weights} (MODEL.WEIGHTS of {setting.teacher.config}) do not exist: "
+            f"convert torchvision's ImageNet {model} first ({convert}), or pass --teacher-weights '' to train "
+            "the teacher from scratch."
+        )
+
+
 def check_data(data: UserData) -> None:
     """Register and check the user's data sets before the first stage (the stages check them again)."""
     from quant_mimic.data.user import check_user_dataset, register_user_datasets
@@ -315,10 +496,28 @@ def get_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="pipeline", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--output", type=Path, help="one folder per stage (default output/shapes, or output/<--train>)"
+        "--output", type=Path, help="one folder per stage (default output/<setting>, or output/<--train>)"
+    )
+    parser.add_argument(
+        "--setting",
+        choices=sorted(SETTINGS),
+        help="the chain: shapes (built-in data set, default), voc (paper Table 7), wider_face (Tables 2-6)",
+    )
+    parser.add_argument(
+        "--data-root",
+        metavar="DIR",
+        help="the folder holding VOC2007/ + VOC2012/ or WIDER_FACE/ (default $DETECTRON2_DATASETS or datasets)",
+    )
+    parser.add_argument(
+        "--teacher-weights",
+        metavar="PATH",
+        help="the first teacher's MODEL.WEIGHTS (default: its config's, the converted ImageNet weights; '': "
+        "from scratch)",
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="student seeds")
-    parser.add_argument("--smoke", action="store_true", help="tiny data set, 6 iterations per stage")
+    parser.add_argument(
+        "--smoke", action="store_true", help="a few iterations per stage on a tiny (or toy) data set"
+    )
     parser.add_argument("--report-only", action="store_true", help="rebuild the report of finished stages")
     add_dataset_argument(parser)
     parser.add_argument(
@@ -342,37 +541,44 @@ def main(argv: list[str] | None = None) -> None:
     from quant_mimic.errors import QuantMimicInputError, one_line
 
     args = get_parser().parse_args(argv)
-    output = (args.output or Path("output") / (args.train or "shapes")).resolve()
+    output = (args.output or default_output(args)).resolve()
     try:
+        job = resolve_job(args, output)
         data = resolve_data(args, output)
         if data is not None and not args.report_only and not args.dry_run:
             check_data(data)
+        if not args.report_only and not args.dry_run:
+            check_job(job, output)
     except QuantMimicInputError as e:
         fail(one_line(e))
-    stages = chain(output, args.seeds, data)
-    extra = (SMOKE_OPTS if args.smoke else []) + (data.opts() if data else []) + list(args.opts)
+    setting = job.setting
+    stages = chain(output, args.seeds, data, setting, job.teacher_weights)
+    smoke = list(setting.smoke_opts) if job.smoke else []
+    extra = smoke + (data.opts() if data else []) + list(args.opts)
     if args.dry_run:
+        prefix = "" if job.data_root is None else f"DETECTRON2_DATASETS={shlex.quote(str(job.data_root))} "
         for stage in stages:
-            print(shlex.join(stage_command(stage, output, extra, data)))
+            print(prefix + shlex.join(stage_command(stage, output, extra, data)))
         return
     start = time.time()
     if not args.report_only:
+        output.mkdir(parents=True, exist_ok=True)
+        (output / JOB_RECORD).write_text(json.dumps(job.record(), indent=2) + "\n")
         if data is not None:
-            output.mkdir(parents=True, exist_ok=True)
             (output / DATA_RECORD).write_text(json.dumps(data.record(), indent=2) + "\n")
         results = {}
         for i, stage in enumerate(stages, 1):
-            results[stage.name] = run_stage(stage, output, extra, i, len(stages), data)
+            results[stage.name] = run_stage(stage, output, extra, i, len(stages), data, job)
             elapsed = time.time() - start
             print(f"    elapsed {elapsed / 60:.1f} min, {i}/{len(stages)} stages", flush=True)
-        write_results(output, stages, results)
+        write_results(output, stages, results, setting)
     missing = [s.name for s in stages if read_final_metrics(output / s.name) is None]
     if missing:
         raise SystemExit(
             f"No report: stages {missing} have not finished; run the main job without --report-only."
         )
     print("Writing the report (model-zoo table with GFLOPs and CPU latency, pictures) ...", flush=True)
-    index = write_stage_report(output, stages, repeats=3 if args.smoke else 20, data=data)
+    index = write_stage_report(output, stages, repeats=3 if job.smoke else 20, data=data, job=job)
     print(
         f"Main job done in {(time.time() - start) / 60:.1f} min; results in {output / 'results.md'}, "
         f"report in {index}"

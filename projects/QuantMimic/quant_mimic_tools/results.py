@@ -19,11 +19,21 @@ def read_metrics(output_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+# metrics.json keys of an evaluation row start with its evaluator's task: COCO and VOC write ``bbox/AP``...,
+# the WIDER FACE evaluator ``wider_face/easy``... (training rows have ``total_loss``, ``rpn/...``, ...).
+EVALUATION_PREFIXES = ("bbox/", "wider_face/")
+
+
+def is_evaluation(row: dict) -> bool:
+    """Whether a metrics.json row holds an evaluation's results."""
+    return any(k.startswith(EVALUATION_PREFIXES) for k in row)
+
+
 def read_final_metrics(output_dir: Path) -> dict | None:
     """The last evaluation in ``output_dir/metrics.json`` (None if the run has not finished)."""
     if not (output_dir / "model_final.pth").exists():
         return None
-    evaluations = [m for m in read_metrics(output_dir) if "bbox/AP" in m]
+    evaluations = [m for m in read_metrics(output_dir) if is_evaluation(m)]
     return evaluations[-1] if evaluations else None
 
 

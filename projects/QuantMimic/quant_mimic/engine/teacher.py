@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -98,7 +99,8 @@ def quick_teacher_ap(
     num_images: int,
     output_dir: str | None = None,
 ) -> float:
-    """COCO box AP of ``teacher`` on the first ``num_images`` images of ``dataset_name``."""
+    """COCO box AP of ``teacher`` on the first ``num_images`` images of ``dataset_name`` (0 for a teacher
+    that detects nothing there, where detectron2's COCOEvaluator gives NaN)."""
     dicts = DatasetCatalog.get(dataset_name)[:num_images]
     mapper = ImageErrorNamingMapper(DatasetMapper(teacher_cfg, is_train=False))
     loader = build_detection_test_loader(dicts, mapper=mapper)
@@ -111,4 +113,5 @@ def quick_teacher_ap(
         evaluator.process(inputs, teacher(inputs))
     teacher.train(was_training)
     results = evaluator.evaluate(img_ids=[d["image_id"] for d in dicts]) or {}
-    return float(results.get("bbox", {}).get("AP", 0.0))
+    ap = float(results.get("bbox", {}).get("AP", 0.0))
+    return ap if math.isfinite(ap) else 0.0

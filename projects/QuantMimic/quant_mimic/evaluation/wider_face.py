@@ -50,6 +50,7 @@ __all__ = [
     "load_wider_face_gt",
     "normalize_scores",
     "voc_ap",
+    "write_wider_face_gt",
 ]
 
 logger = logging.getLogger(__name__)
@@ -165,6 +166,39 @@ def load_wider_face_gt(gt_dir: str | os.PathLike) -> WiderFaceGroundTruth:
             )
         counted[setting] = gt_list
     return WiderFaceGroundTruth(events, files, boxes, counted)
+
+
+def _cell(items: Sequence) -> np.ndarray:
+    """A MATLAB (n, 1) cell array, as ``scipy.io.savemat`` writes it."""
+    arr = np.empty((len(items), 1), dtype=object)
+    for i, item in enumerate(items):
+        arr[i, 0] = item
+    return arr
+
+
+def write_wider_face_gt(gt_dir: str | os.PathLike, gt: WiderFaceGroundTruth) -> None:
+    """Write ``gt`` as the official ``wider_face_val.mat`` and ``wider_{easy,medium,hard}_val.mat`` into
+    ``gt_dir`` (created): the inverse of :func:`load_wider_face_gt`, for data sets in the official layout
+    that are not WIDER FACE itself (``quant_mimic.data.official_toy``)."""
+    import scipy.io
+
+    os.makedirs(gt_dir, exist_ok=True)
+    scipy.io.savemat(
+        os.path.join(gt_dir, GT_FILE),
+        {
+            "event_list": _cell(gt.events),
+            "file_list": _cell([_cell(names) for names in gt.files]),
+            "face_bbx_list": _cell(
+                [_cell([np.asarray(b, np.float64).reshape(-1, 4) for b in bl]) for bl in gt.boxes]
+            ),
+        },
+    )
+    for setting, fname in SETTING_FILES.items():
+        lists = [
+            _cell([np.asarray(g, np.float64).reshape(-1, 1) for g in per_event])
+            for per_event in gt.counted[setting]
+        ]
+        scipy.io.savemat(os.path.join(gt_dir, fname), {"gt_list": _cell(lists)})
 
 
 # ---------------------------------------------------------------------------------------------------------

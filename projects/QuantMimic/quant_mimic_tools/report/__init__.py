@@ -14,11 +14,12 @@ from pathlib import Path
 from .curves import training_curves
 from .index import write_index
 from .matching import matching_histogram, matching_ratios
-from .model_zoo import format_table, measure, model_zoo_table
+from .model_zoo import COCO_COLUMNS, format_table, measure, model_zoo_table
 from .predictions import prediction_grid
 from .runs import Run, load_config
 
 __all__ = [
+    "COCO_COLUMNS",
     "Run",
     "format_table",
     "load_config",
@@ -40,18 +41,21 @@ def write_report(
     mimic_runs: Sequence[Run],
     extra_tables: Sequence[tuple[str, str]] = (),
     repeats: int = 20,
+    metrics: Sequence[tuple[str, str]] = COCO_COLUMNS,
+    title: str = "QuantMimic main job: report",
 ) -> Path:
     """Write the whole report into ``folder`` and return its index page.
 
     runs: every model of the table and of the prediction picture (teachers first);
     students: the runs whose training curves are drawn; mimic_runs: QuantMimicRCNN runs for the
-    matching-ratio histogram. Pictures use the val set the runs were evaluated on.
+    matching-ratio histogram; metrics: the (label, metrics.json key) columns of the model-zoo table, the
+    first one also drawn in the training curves. Pictures use the val set the runs were evaluated on.
     """
     folder.mkdir(parents=True, exist_ok=True)
     dataset = runs[0].training_config(device="cpu").DATASETS.TEST[0]
-    rows = model_zoo_table(runs, folder, repeats=repeats)
+    rows = model_zoo_table(runs, folder, repeats=repeats, metrics=metrics, dataset=dataset)
     prediction_grid(runs, dataset, folder / "predictions.png")
-    training_curves(students, folder / "curves.png")
+    training_curves(students, folder / "curves.png", metrics[0])
     means = matching_histogram(mimic_runs, dataset, folder / "matching_ratio.png") if mimic_runs else {}
     matching = ", ".join(f"{name} {mean:.2f}" for name, mean in means.items())
     pictures = [
@@ -62,7 +66,7 @@ def write_report(
         ),
         (
             "Training curves",
-            "Detection losses, mimic loss and val AP of the students against iterations.",
+            f"Detection losses, mimic loss and val {metrics[0][0]} of the students against iterations.",
             "curves.png",
         ),
         (
@@ -72,5 +76,5 @@ def write_report(
             "matching_ratio.png",
         ),
     ]
-    tables = [("Model zoo", format_table(rows)), *extra_tables]
-    return write_index(folder, "QuantMimic main job: report", tables, pictures)
+    tables = [("Model zoo", format_table(rows, metrics)), *extra_tables]
+    return write_index(folder, title, tables, pictures)

@@ -14,9 +14,10 @@ def _series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
     return [p[0] for p in points], [p[1] for p in points]
 
 
-def training_curves(runs: Sequence[Run], path: Path) -> Path:
-    """Write a PNG with three panels: detection loss (total minus mimic), mimic loss, and box AP
-    at each evaluation, one line per run. Returns ``path``."""
+def training_curves(runs: Sequence[Run], path: Path, metric: tuple[str, str] = ("box AP", "bbox/AP")) -> Path:
+    """Write a PNG with three panels: detection loss (total minus mimic), mimic loss, and the val
+    ``metric`` ((label, metrics.json key), e.g. box AP or WIDER FACE easy AP) at each evaluation, one line
+    per run. Returns ``path``."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for run in runs:
         rows = run.metrics()
@@ -28,8 +29,8 @@ def training_curves(runs: Sequence[Run], path: Path) -> Path:
         axes[0].plot(*_series(detection, "detection"), label=run.name)
         if any("loss_mimic" in r for r in train):
             axes[1].plot(*_series(train, "loss_mimic"), label=run.name)
-        axes[2].plot(*_series(rows, "bbox/AP"), marker="o", label=run.name)
-    titles = ("detection losses (RPN + box head)", "mimic loss (lambda * L_m)", "box AP on the val set")
+        axes[2].plot(*_series(rows, metric[1]), marker="o", label=run.name)
+    titles = ("detection losses (RPN + box head)", "mimic loss (lambda * L_m)", f"{metric[0]} on the val set")
     for ax, title in zip(axes, titles):
         ax.set_title(title)
         ax.set_xlabel("iteration")

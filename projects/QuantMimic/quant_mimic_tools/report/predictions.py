@@ -7,9 +7,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from detectron2.data import DatasetCatalog, MetadataCatalog
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.data.detection_utils import read_image
-from detectron2.engine import DefaultPredictor
+from detectron2.modeling import build_model
 from detectron2.utils.visualizer import Visualizer
 
 from .runs import Run
@@ -49,11 +51,14 @@ def prediction_grid(
         cfg.defrost()
         cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = threshold
         cfg.freeze()
-        predictor = DefaultPredictor(cfg)  # expects BGR when INPUT.FORMAT is BGR
+        model = build_model(cfg).eval()
+        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+        # the evaluation's own input: the image in INPUT.FORMAT (BGR, RGB or L) at the test size
+        mapper = DatasetMapper(cfg, is_train=False)
         drawn = []
-        for image in images:
-            model_input = image[:, :, ::-1] if cfg.INPUT.FORMAT == "BGR" else image
-            instances = predictor(np.ascontiguousarray(model_input))["instances"].to("cpu")
+        for image, d in zip(images, dicts):
+            with torch.no_grad():
+                instances = model([mapper(dict(d))])[0]["instances"].to("cpu")
             drawn.append(
                 Visualizer(image, metadata, scale=scale).draw_instance_predictions(instances).get_image()
             )
