@@ -155,24 +155,64 @@ class QuantMimicRCNN(nn.Module):
                 lambda m, i, out: seen.__setitem__("sampled", out[0])
             ),
         ]
+        box_pooler = self.reusable_box_pooler()
+        if box_pooler is not None:  # the box head's RoI features of the sampled proposals, pooled once
+            hooks.append(box_pooler.register_forward_hook(lambda m, i, out: seen.setdefault("pooled", out)))
         try:
             losses = self.student(batched_inputs)
         finally:
             for hook in hooks:
                 hook.remove()
-        boxes = [p.proposal_boxes[: self.num_rois_per_image] for p in seen["sampled"]]
-        losses[MIMIC_FEATURES_KEY] = self.mimic_features(batched_inputs, seen["features"], boxes)
+        sampled = seen["sampled"]
+        boxes = [p.proposal_boxes[: self.num_rois_per_image] for p in sampled]
+        student_rois = None
+        if "pooled" in seen:
+            starts = [0]
+            for p in sampled[:-1]:
+                starts.append(starts[-1] + len(p))
+            index = torch.cat([torch.arange(len(b), device=self.device) + s for b, s in zip(boxes, starts)])
+            student_rois = seen["pooled"][index]
+        losses[MIMIC_FEATURES_KEY] = self.mimic_features(
+            batched_inputs, seen["features"], boxes, student_rois
+        )
         return losses
 
+    def reusable_box_pooler(self) -> ROIPooler | None:
+        """The student's box-head pooler where it pools exactly as the mimic pooler does (same feature
+        maps, RoI size, ROIAlign kind, scales and sampling): its output for the sampled proposals then
+        holds the student's mimic RoI features, so they are not pooled a second time. None otherwise
+        (R-FCN heads have no box pooler)."""
+        pooler = getattr(self.student.roi_heads, "box_pooler", None)
+        if not isinstance(pooler, ROIPooler) or list(self.student.roi_heads.in_features) != self.in_features:
+            return None
+        same = [
+            (type(a), a.output_size, a.spatial_scale, a.sampling_ratio, getattr(a, "aligned", None))
+            == (type(b), b.output_size, b.spatial_scale, b.sampling_ratio, getattr(b, "aligned", None))
+            for a, b in zip(pooler.level_poolers, self.pooler.level_poolers)
+        ]
+        size = (pooler.output_size, pooler.canonical_box_size, pooler.canonical_level)
+        if len(same) == len(self.pooler.level_poolers) and all(same) and size == (
+            self.pooler.output_size, self.pooler.canonical_box_size, self.pooler.canonical_level
+        ):  # fmt: skip
+            return pooler
+        return None
+
     def mimic_features(
-        self, batched_inputs: list[dict], student_features: dict[str, torch.Tensor], boxes: list[Boxes]
+        self,
+        batched_inputs: list[dict],
+        student_features: dict[str, torch.Tensor],
+        boxes: list[Boxes],
+        student_rois: torch.Tensor | None = None,
     ) -> MimicFeatures:
         """The RoI features the mimic loss compares: ``boxes`` (one Boxes per image, input-image
         coordinates) pooled from the teacher's feature maps (computed here, no gradient) and from
-        ``student_features``, the student's adapted by r(). Both Tensor[sum(len(b)), C_teacher, R, R]."""
+        ``student_features``, the student's adapted by r(). Both Tensor[sum(len(b)), C_teacher, R, R].
+        ``student_rois``: the student's RoI features of ``boxes`` where already pooled (see
+        :meth:`reusable_box_pooler`)."""
         teacher_features = self.teacher.features(batched_inputs)
         teacher_rois = self.pooler([teacher_features[f] for f in self.in_features], boxes)
-        student_rois = self.pooler([student_features[f] for f in self.in_features], boxes)
+        if student_rois is None:
+            student_rois = self.pooler([student_features[f] for f in self.in_features], boxes)
         return MimicFeatures(teacher=teacher_rois, student=self.adapter(student_rois))
 
     def student_state_dict(self) -> dict[str, torch.Tensor]:
