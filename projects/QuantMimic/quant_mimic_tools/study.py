@@ -1,0 +1,299 @@
+"""The study behind "QM > mimic > scratch": students trained to convergence over seeds, paired differences
+with 95% confidence intervals, the paper's ablations, curves and matching-ratio histograms.
+
+    python -m quant_mimic_tools.study [--output output/study] [--teachers output/shapes]
+        [--seeds 0 1 2 3 4] [--ablation-seeds 0 1] [--only main|ablations] [--max-iter 2000]
+        [--eval-period 250] [--smoke] [--report-only] [--dry-run] [KEY VALUE ...]
+
+The arms (rows) are the main comparison (scratch, mimic, QM: ``--seeds``, at least 5 for the claim) and
+the paper's ablations (``--ablation-seeds``): Q on the teacher only (Table 5), Q(ReLU) in the student
+without a teacher (Table 4), the power-of-2 quantizer (Table 6), lambda 0.1 and 10 (Table 8), the mimic
+baseline without FEATURE_RELU, and QM with the paper's own loss scale (``NORMALIZE as_written``: 1/(2N),
+lambda 1) kept stable by gradient clipping. Every arm shares the teachers of ``--teachers`` (the main
+job's folder: trained there first, the main job's own stages, if they are not finished yet).
+
+Every student trains ``--max-iter`` iterations (learning rate x0.1 at 80%), evaluated on the val set
+every ``--eval-period``; a run is *flat* when its last two evaluations differ by less than 1 AP. Each run
+is an ordinary ``train_net.py`` run under ``<output>/<arm>_seed<N>``: finished runs are reused and
+interrupted ones resumed, so the study can span sessions. The schedule is recorded in
+``<output>/study.json`` and a different one on the same folder is refused.
+
+Written to ``<output>/``: ``study.md`` (per-seed AP, mean +- std, flatness, paired differences QM-mimic
+and mimic-scratch with t-distribution 95% CIs), ``study.json`` (the same numbers), ``ap_curves.png`` (val
+AP against iterations, mean and +-1 std band over seeds per arm) and ``matching_ratio.png`` (the paper's
+Fig. 5 per mimic arm, seed of the first main seed). ``--smoke``: the mini data set, 6 iterations per
+run, for trying the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .pipeline import Stage, chain, run_stage, stage_command
+from .results import is_evaluation, read_final_metrics, read_metrics
+from .settings import SHAPES
+
+METRIC = "bbox/AP"
+FLAT_AP = 1.0  # a run is flat when its last two evaluations differ by less than this (AP points)
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One row of the study: ``teacher`` is "fp", "quant" or None (no teacher)."""
+
+    name: str
+    config: str  # relative to the project's configs/
+    description: str
+    teacher: str | None
+    main: bool = False
+    opts: tuple[str, ...] = ()
+
+
+ARMS = (
+    Arm("scratch", "shapes/student_R18_16_FPN_scratch.yaml", "ResNet18-1-16 from scratch", None, main=True),
+    Arm("mimic", "shapes/mimic_R18_16_FPN.yaml", "mimic (Li et al.), full precision", "fp", main=True),
+    Arm("qm", "qm_R_tiny_FPN.yaml", "Quantization Mimic", "quant", main=True),
+    Arm("qm_teacher_only", "shapes/qm_teacher_only_R18_16_FPN.yaml", "Q on the teacher side only (Table 5)",
+        "quant"),
+    Arm("quant_only", "shapes/quant_only_R18_16_FPN.yaml", "Q(ReLU) in the student, no teacher (Table 4)", None),
+    Arm("qm_pow2", "shapes/qm_pow2_R18_16_FPN.yaml", "power-of-2 quantizer (Table 6)", "quant"),
+    Arm("qm_lambda01", "shapes/qm_lambda01_R18_16_FPN.yaml", "QM, lambda 0.1 (Table 8)", "quant"),
+    Arm("qm_lambda10", "shapes/qm_lambda10_R18_16_FPN.yaml", "QM, lambda 10 (Table 8)", "quant"),
+    Arm("mimic_no_relu", "shapes/mimic_R18_16_FPN.yaml", "mimic without FEATURE_RELU", "fp",
+        opts=("MODEL.QUANT_MIMIC.FEATURE_RELU", "False")),
+    Arm("qm_as_written", "qm_R_tiny_FPN.yaml", "QM, the paper's loss scale 1/(2N), gradient norm clipped at 10",
+        "quant", opts=("MODEL.QUANT_MIMIC.NORMALIZE", "as_written", "SOLVER.CLIP_GRADIENTS.ENABLED", "True",
+                       "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "norm", "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", "10.0")),
+)  # fmt: skip
+PAIRS = (("qm", "mimic"), ("mimic", "scratch"), ("qm", "scratch"))
+
+
+def schedule_opts(max_iter: int, eval_period: int) -> list[str]:
+    """The students' schedule: ``max_iter`` iterations, learning rate x0.1 at 80%, evaluations (and
+    checkpoints, for resuming) every ``eval_period``."""
+    return ["SOLVER.MAX_ITER", str(max_iter), "SOLVER.STEPS", f"({int(0.8 * max_iter)},)",
+            "TEST.EVAL_PERIOD", str(eval_period), "SOLVER.CHECKPOINT_PERIOD", str(eval_period)]  # fmt: skip
+
+
+def student_stages(
+    arms: list[Arm], seeds: dict[bool, list[int]], output: Path, teachers: Path, schedule: list[str]
+) -> list[Stage]:
+    """One ``Stage`` per arm and seed (``seeds[arm.main]``), reading the teachers from ``teachers``."""
+    weights = {
+        "fp": teachers / SHAPES.teacher.name / "model_final.pth",
+        "quant": teachers / SHAPES.teacher_quant.name / "model_final.pth",
+    }
+    stages = []
+    for arm in arms:
+        teacher = (
+            [] if arm.teacher is None else ["MODEL.QUANT_MIMIC.TEACHER_WEIGHTS", str(weights[arm.teacher])]
+        )
+        for seed in seeds[arm.main]:
+            opts = [*teacher, *arm.opts, *schedule, "SEED", str(seed)]
+            stages.append(
+                Stage(f"{arm.name}_seed{seed}", arm.config, f"{arm.description}, seed {seed}", opts)
+            )
+    return stages
+
+
+def t_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high): the t-distribution confidence interval of the mean of ``values`` (n >= 2)."""
+    from scipy import stats
+
+    n = len(values)
+    if n < 2:
+        raise ValueError("A confidence interval needs at least 2 values.")
+    mean = statistics.mean(values)
+    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * statistics.stdev(values) / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def evaluations(output_dir: Path) -> list[tuple[int, float]]:
+    """(iteration, AP) of every evaluation in a run's metrics.json."""
+    return [(r["iteration"], r[METRIC]) for r in read_metrics(output_dir) if is_evaluation(r) and METRIC in r]
+
+
+def summarize(output: Path, arms: list[Arm], seeds: dict[bool, list[int]]) -> dict:
+    """Per-arm per-seed final AP, mean / std, flatness, and the paired differences of :data:`PAIRS`."""
+    summary: dict = {"arms": {}, "pairs": {}}
+    for arm in arms:
+        runs = {}
+        for seed in seeds[arm.main]:
+            final = read_final_metrics(output / f"{arm.name}_seed{seed}")
+            if final is None or final.get(METRIC) is None:
+                continue
+            points = evaluations(output / f"{arm.name}_seed{seed}")
+            flat = len(points) >= 2 and abs(points[-1][1] - points[-2][1]) < FLAT_AP
+            runs[seed] = {"AP": final[METRIC], "AP50": final.get("bbox/AP50"), "flat": flat}
+        aps = [r["AP"] for r in runs.values()]
+        summary["arms"][arm.name] = {
+            "description": arm.description,
+            "runs": runs,
+            "mean": statistics.mean(aps) if aps else None,
+            "std": statistics.stdev(aps) if len(aps) > 1 else None,
+        }
+    for a, b in PAIRS:
+        if a not in summary["arms"] or b not in summary["arms"]:
+            continue
+        ra, rb = summary["arms"][a]["runs"], summary["arms"][b]["runs"]
+        common = sorted(set(ra) & set(rb))
+        diffs = [ra[s]["AP"] - rb[s]["AP"] for s in common]
+        entry: dict = {"seeds": common, "differences": diffs}
+        if len(diffs) >= 2:
+            mean, low, high = t_interval(diffs)
+            entry.update({"mean": mean, "ci95": [low, high]})
+        summary["pairs"][f"{a}-{b}"] = entry
+    return summary
+
+
+def _fmt(x: float | None, digits: int = 1) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def markdown(summary: dict, schedule: dict) -> str:
+    """The study's tables as Markdown."""
+    lines = [
+        f"# Study: {schedule['max_iter']} iterations per student, evaluated every {schedule['eval_period']}",
+        "",
+        "| arm | what | seeds | AP per seed | mean | std | flat at the end |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, arm in summary["arms"].items():
+        runs = arm["runs"]
+        per_seed = ", ".join(f"{s}: {r['AP']:.1f}" for s, r in runs.items()) or "-"
+        flat = f"{sum(r['flat'] for r in runs.values())}/{len(runs)}" if runs else "-"
+        lines.append(
+            f"| {name} | {arm['description']} | {len(runs)} | {per_seed} | {_fmt(arm['mean'])} "
+            f"| {_fmt(arm['std'])} | {flat} |"
+        )
+    lines += ["", "| paired difference (same seed) | seeds | mean | 95% CI (t) |", "|---|---|---|---|"]
+    for name, pair in summary["pairs"].items():
+        ci = pair.get("ci95")
+        ci_text = f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "-"
+        lines.append(f"| {name} | {len(pair['seeds'])} | {_fmt(pair.get('mean'), 2)} | {ci_text} |")
+    return "\n".join(lines) + "\n"
+
+
+def ap_curves(output: Path, arms: list[Arm], seeds: dict[bool, list[int]], path: Path) -> Path:
+    """PNG: val AP against iterations, the mean over seeds per arm with a +-1 std band."""
+    from .report.figure import plt, save_figure
+
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    for arm in arms:
+        curves = [dict(evaluations(output / f"{arm.name}_seed{s}")) for s in seeds[arm.main]]
+        curves = [c for c in curves if c]
+        if not curves:
+            continue
+        iterations = sorted(set.intersection(*(set(c) for c in curves)))
+        means = [statistics.mean(c[i] for c in curves) for i in iterations]
+        stds = [statistics.stdev(c[i] for c in curves) if len(curves) > 1 else 0.0 for i in iterations]
+        (line,) = ax.plot(iterations, means, marker="o", label=f"{arm.name} ({len(curves)} seeds)")
+        ax.fill_between(
+            iterations, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
+            color=line.get_color(), alpha=0.2,
+        )  # fmt: skip
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("box AP on the val set")
+    ax.set_title("students: mean and +-1 std over seeds")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def matching_figure(output: Path, arms: list[Arm], seed: int, dataset: str, path: Path) -> dict[str, float]:
+    """The paper's Fig. 5 for every finished arm with a teacher (seed ``seed``); mean ratio per arm."""
+    from .report.matching import matching_histogram
+    from .report.runs import Run
+
+    runs = [
+        Run(arm.name, arm.description, arm.config, output / f"{arm.name}_seed{seed}")
+        for arm in arms
+        if arm.teacher is not None and read_final_metrics(output / f"{arm.name}_seed{seed}") is not None
+    ]
+    return matching_histogram(runs, dataset, path) if runs else {}
+
+
+def check_schedule(output: Path, schedule: dict) -> None:
+    """Record the schedule in ``<output>/study.json``; refuse a different one on the same folder."""
+    record = output / "study.json"
+    if record.is_file():
+        recorded = json.loads(record.read_text()).get("schedule")
+        if recorded is not None and recorded != schedule:
+            raise SystemExit(
+                f"study: error: {output} holds a study with schedule {recorded}, not {schedule}: use another "
+                "--output, or the same --max-iter / --eval-period / --smoke."
+            )
+    output.mkdir(parents=True, exist_ok=True)
+    previous = json.loads(record.read_text()) if record.is_file() else {}
+    record.write_text(json.dumps({**previous, "schedule": schedule}, indent=2))
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="study", description=__doc__.splitlines()[0])
+    parser.add_argument("--output", type=Path, help="default: output/study (output/study_smoke with --smoke)")
+    parser.add_argument("--teachers", type=Path, help="the main job's folder with the teachers (default: "
+                        "output/shapes; output/study_smoke/teachers with --smoke)")  # fmt: skip
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="main comparison seeds")
+    parser.add_argument("--ablation-seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--only", choices=("main", "ablations"), help="run one part of the study")
+    parser.add_argument("--max-iter", type=int, default=2000, help="iterations per student")
+    parser.add_argument("--eval-period", type=int, default=250, help="evaluate (and checkpoint) every N")
+    parser.add_argument("--smoke", action="store_true", help="the mini data set, 6 iterations per run")
+    parser.add_argument("--report-only", action="store_true", help="only (re)write the tables and figures")
+    parser.add_argument("--dry-run", action="store_true", help="print each run's train_net.py command")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for every student")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = get_parser().parse_args(argv)
+    if len(args.opts) % 2:
+        get_parser().error(f"config overrides come in KEY VALUE pairs, got {args.opts}")
+    if args.smoke:
+        args.max_iter, args.eval_period = 6, 3
+    if args.max_iter < 2 * args.eval_period:
+        get_parser().error("--max-iter must allow at least two evaluations: make it >= 2 x --eval-period")
+    output = args.output or Path("output/study_smoke" if args.smoke else "output/study")
+    teachers = args.teachers or (output / "teachers" if args.smoke else Path("output/shapes"))
+    arms = [a for a in ARMS if args.only is None or a.main == (args.only == "main")]
+    seeds = {True: args.seeds, False: args.ablation_seeds}
+    schedule = {"max_iter": args.max_iter, "eval_period": args.eval_period, "smoke": args.smoke}
+    extra = (list(SHAPES.smoke_opts) if args.smoke else []) + list(args.opts)
+    teacher_stages = chain(teachers, [], setting=SHAPES)
+    stages = student_stages(arms, seeds, output, teachers, schedule_opts(args.max_iter, args.eval_period))
+    if args.dry_run:
+        for stage in teacher_stages:
+            print(" ".join(stage_command(stage, teachers, extra)))
+        for stage in stages:
+            print(" ".join(stage_command(stage, output, extra)))
+        return
+    if not args.report_only:
+        check_schedule(output, schedule)
+        total = len(teacher_stages) + len(stages)
+        for i, stage in enumerate(teacher_stages, 1):
+            run_stage(stage, teachers, list(SHAPES.smoke_opts) if args.smoke else [], i, total)
+        for i, stage in enumerate(stages, len(teacher_stages) + 1):
+            run_stage(stage, output, extra, i, total)
+    summary = summarize(output, arms, seeds)
+    summary["schedule"] = schedule
+    val = "quantmimic_shapes_mini_val" if args.smoke else "quantmimic_shapes_val"
+    ap_curves(output, arms, seeds, output / "ap_curves.png")
+    summary["matching_ratio_mean"] = matching_figure(
+        output, arms, args.seeds[0], val, output / "matching_ratio.png"
+    )
+    (output / "study.md").write_text(markdown(summary, schedule))
+    record = output / "study.json"
+    previous = json.loads(record.read_text()) if record.is_file() else {}
+    record.write_text(json.dumps({**previous, **summary}, indent=2))
+    print(markdown(summary, schedule))
+    print(f"study: tables in {output / 'study.md'}, curves in {output / 'ap_curves.png'}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""The study command (quant_mimic_tools.study): its arms and runs, the statistics, the schedule record,
+and the tables and figure it writes from finished runs (fabricated metrics.json: no training here; the
+README shows a real smoke run)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from quant_mimic_tools import study
+
+
+def fake_run(folder: Path, aps: list[float], period: int = 250) -> None:
+    """A finished run whose evaluations gave ``aps`` at period, 2 x period, ..."""
+    folder.mkdir(parents=True)
+    rows = []
+    for i, ap in enumerate(aps, 1):
+        rows.append({"iteration": i * period - 1, "total_loss": 1.0 / i})
+        rows.append({"iteration": i * period - 1, "bbox/AP": ap, "bbox/AP50": 2 * ap})
+    (folder / "metrics.json").write_text("\n".join(json.dumps(r) for r in rows))
+    (folder / "model_final.pth").write_bytes(b"")
+
+
+def test_t_interval_equals_the_hand_computed_interval():
+    mean, low, high = study.t_interval([1.0, 2.0, 3.0, 4.0, 5.0])
+    half = 2.7764451051977987 * math.sqrt(2.5) / math.sqrt(5)  # t(0.975, 4) * s / sqrt(n)
+    assert mean == 3.0
+    assert low == pytest.approx(3.0 - half, abs=1e-9) and high == pytest.approx(3.0 + half, abs=1e-9)
+    with pytest.raises(ValueError, match="at least 2"):
+        study.t_interval([1.0])
+
+
+def test_every_arm_gets_its_seeds_its_teacher_and_the_schedule(tmp_path):
+    seeds = {True: [0, 1, 2, 3, 4], False: [7, 8]}
+    schedule = study.schedule_opts(2000, 250)
+    stages = study.student_stages(list(study.ARMS), seeds, tmp_path / "out", tmp_path / "teachers", schedule)
+    by_name = {s.name: s for s in stages}
+    assert len(by_name) == len(stages) == 3 * 5 + (len(study.ARMS) - 3) * 2
+    assert {"scratch_seed4", "mimic_seed0", "qm_seed3", "qm_pow2_seed8", "quant_only_seed7"} <= set(by_name)
+    assert "qm_pow2_seed0" not in by_name  # ablations run on their own seeds
+
+    def opt(stage, key):
+        return stage.opts[stage.opts.index(key) + 1] if key in stage.opts else None
+
+    quant = str(tmp_path / "teachers" / "teacher_R18_2_FPN_quant" / "model_final.pth")
+    full = str(tmp_path / "teachers" / "teacher_R18_2_FPN" / "model_final.pth")
+    assert opt(by_name["qm_seed0"], "MODEL.QUANT_MIMIC.TEACHER_WEIGHTS") == quant
+    assert opt(by_name["mimic_seed0"], "MODEL.QUANT_MIMIC.TEACHER_WEIGHTS") == full
+    assert opt(by_name["scratch_seed0"], "MODEL.QUANT_MIMIC.TEACHER_WEIGHTS") is None
+    assert opt(by_name["mimic_no_relu_seed7"], "MODEL.QUANT_MIMIC.FEATURE_RELU") == "False"
+    assert opt(by_name["qm_as_written_seed8"], "MODEL.QUANT_MIMIC.NORMALIZE") == "as_written"
+    for stage in stages:
+        assert opt(stage, "SOLVER.MAX_ITER") == "2000" and opt(stage, "SOLVER.STEPS") == "(1600,)"
+        assert (
+            opt(stage, "TEST.EVAL_PERIOD") == "250" and opt(stage, "SEED") == stage.name.rsplit("seed", 1)[1]
+        )
+
+
+def test_the_summary_gives_per_seed_ap_flatness_and_paired_intervals(tmp_path):
+    scratch = {0: [10.0, 20.0, 20.5], 1: [11.0, 21.0, 23.0], 2: [9.0, 18.0, 19.0]}
+    for seed, aps in scratch.items():
+        fake_run(tmp_path / f"scratch_seed{seed}", aps)
+        fake_run(tmp_path / f"mimic_seed{seed}", [a + 1 for a in aps[:-1]] + [aps[-1] + 1 + seed])
+    fake_run(tmp_path / "qm_seed0", [5.0, 30.0])  # qm: one seed only, so no interval for it
+    arms = [a for a in study.ARMS if a.main]
+    summary = study.summarize(tmp_path, arms, {True: [0, 1, 2], False: []})
+    s = summary["arms"]["scratch"]
+    assert {k: r["AP"] for k, r in s["runs"].items()} == {0: 20.5, 1: 23.0, 2: 19.0}
+    assert [r["flat"] for r in s["runs"].values()] == [True, False, False]
+    assert s["mean"] == pytest.approx(62.5 / 3) and s["std"] == pytest.approx(2.0207259, abs=1e-6)
+    pair = summary["pairs"]["mimic-scratch"]
+    assert pair["differences"] == [1.0, 2.0, 3.0] and pair["mean"] == 2.0
+    low, high = pair["ci95"]
+    assert (low, high) == pytest.approx(study.t_interval([1.0, 2.0, 3.0])[1:])
+    assert summary["pairs"]["qm-mimic"] == {"seeds": [0], "differences": [30.0 - 21.5]}
+    text = study.markdown(summary, {"max_iter": 750, "eval_period": 250})
+    assert "| scratch |" in text and "0: 20.5, 1: 23.0, 2: 19.0" in text and "| 1/3 |" in text
+    assert f"[{low:.2f}, {high:.2f}]" in text
+
+
+def test_the_curves_figure_is_written(tmp_path):
+    for seed in (0, 1):
+        fake_run(tmp_path / f"qm_seed{seed}", [5.0 + seed, 20.0, 25.0])
+    path = study.ap_curves(tmp_path, list(study.ARMS), {True: [0, 1], False: [0]}, tmp_path / "curves.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
+def test_a_different_schedule_on_the_same_folder_is_refused_and_the_record_kept(tmp_path):
+    study.check_schedule(tmp_path, {"max_iter": 2000, "eval_period": 250, "smoke": False})
+    before = (tmp_path / "study.json").read_text()
+    with pytest.raises(SystemExit, match="schedule"):
+        study.check_schedule(tmp_path, {"max_iter": 4000, "eval_period": 250, "smoke": False})
+    assert (tmp_path / "study.json").read_text() == before
+    study.check_schedule(tmp_path, {"max_iter": 2000, "eval_period": 250, "smoke": False})  # same: fine
+
+
+def test_dry_run_prints_the_teachers_then_every_student(tmp_path, capsys):
+    study.main(["--dry-run", "--output", str(tmp_path / "s"), "--teachers", str(tmp_path / "t"),
+                "--seeds", "0", "1", "--ablation-seeds", "0", "--only", "main"])  # fmt: skip
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 + 3 * 2
+    assert "teacher_R18_2_FPN.yaml" in lines[0] and "teacher_R18_2_FPN_quant.yaml" in lines[1]
+    assert all("train_net.py" in line and "SOLVER.MAX_ITER 2000" in line for line in lines[2:])
+    assert not (tmp_path / "s").exists()  # a dry run writes nothing
+    with pytest.raises(SystemExit):
+        study.main(["--max-iter", "100", "--eval-period", "80", "--dry-run"])
