@@ -114,6 +114,11 @@ def test_chains_run_the_papers_configs_with_the_teacher_runs_config(tmp_path):
         assert set(stages[4].paper) == set(setting.paper_metrics)
         for stage in stages:  # every config exists and is the paper's setting's own
             assert (CONFIGS / stage.config).is_file() and stage.config.startswith(f"{setting.name}/")
+    single = chain(tmp_path, [0], setting=SETTINGS["voc_single"])  # the paper's single-level Faster R-CNN
+    assert [s.config for s in single] == [
+        s.config.replace("_FPN", "_single") for s in chain(tmp_path, [0], setting=VOC)
+    ]
+    assert all((CONFIGS / s.config).is_file() for s in single)
     assert chain(tmp_path, [0], setting=VOC)[0].opts == []  # the config's ImageNet weights
     assert VOC.paper_metrics == ("AP50",) and WIDER_FACE.done_key == "wider_face/easy"
 

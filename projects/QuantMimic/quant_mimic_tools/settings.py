@@ -4,6 +4,7 @@ numbers of the paper.
     shapes      the built-in data set (default): ResNet18-1-2 FPN teacher -> ResNet18-1-16 students, COCO AP
     voc         the paper's Pascal VOC setting (Table 7): ResNet-18 FPN Faster R-CNN teacher -> ResNet18-1-16
                 students; VOC07+12 trainval, VOC07 test; AP50 (the paper's mAP) and the AP50 of every class
+    voc_single  the same with the paper's single-level Faster R-CNN (RPN and ROIAlign on res4)
     wider_face  the paper's WIDER FACE setting (Tables 2-6): VGG-1-4 R-FCN teacher -> VGG-1-32 students,
                 grayscale, OHEM; the official easy / medium / hard AP on val
 
@@ -14,7 +15,7 @@ Python (no detectron2), so that the pipeline lists and prints a chain without im
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, Tuple
 
@@ -181,6 +182,24 @@ VOC = Setting(
     imagenet=("resnet18", ()),
 )
 
+# The same chain with the paper's single-level Faster R-CNN (RPN and ROIAlign on res4, stride 16, the paper's
+# anchors; configs/voc/*_single*.yaml) instead of FPN.
+VOC_SINGLE = replace(
+    VOC,
+    name="voc_single",
+    title="Pascal VOC, single-level Faster R-CNN (paper Table 7)",
+    teacher=replace(
+        VOC.teacher,
+        name="teacher_R18_single",
+        config="voc/teacher_R18_single.yaml",
+        description="full-precision teacher, ResNet-18 single-level (res4)",
+    ),
+    teacher_quant=replace(
+        VOC.teacher_quant, name="teacher_R18_single_quant", config="voc/teacher_R18_single_quant.yaml"
+    ),
+    students=tuple(replace(spec, config=spec.config.replace("_FPN", "_single")) for spec in VOC.students),
+)
+
 # The paper's WIDER FACE tables (val AP %, easy / medium / hard).
 WIDER_FACE = Setting(
     name="wider_face",
@@ -233,7 +252,7 @@ WIDER_FACE = Setting(
     imagenet=("vgg16", ("--grayscale",)),
 )
 
-SETTINGS: Dict[str, Setting] = {s.name: s for s in (SHAPES, VOC, WIDER_FACE)}
+SETTINGS: Dict[str, Setting] = {s.name: s for s in (SHAPES, VOC, VOC_SINGLE, WIDER_FACE)}
 
 
 def write_toy_data(setting: Setting, root: Path) -> Path:
@@ -241,7 +260,7 @@ def write_toy_data(setting: Setting, root: Path) -> Path:
     under ``root`` and return ``root``."""
     from quant_mimic.data.official_toy import write_toy_voc, write_toy_wider_face
 
-    writers = {VOC.name: write_toy_voc, WIDER_FACE.name: write_toy_wider_face}
+    writers = {VOC.name: write_toy_voc, VOC_SINGLE.name: write_toy_voc, WIDER_FACE.name: write_toy_wider_face}
     writers[setting.name](root)
     return root
 
@@ -251,7 +270,7 @@ def register_data(setting: Setting, root: Path) -> None:
     ``DETECTRON2_DATASETS``), as ``train_net.py`` does in every stage."""
     from quant_mimic.data import register_checked_voc, register_wider_face
 
-    if setting is VOC:
+    if setting in (VOC, VOC_SINGLE):
         register_checked_voc(root)
     elif setting is WIDER_FACE:
         register_wider_face(root)
