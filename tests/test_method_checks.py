@@ -193,11 +193,15 @@ def test_quantized_teacher_roi_features_lie_on_the_code_book_and_are_pooled_from
     model = trainer.model
     loss = trainer._trainer.model.mimic_loss
     stride = loss.quantizer.stride
-    seen = {}
+    seen, mimic_pooler_calls = {}, []
     model.student.roi_heads.register_forward_hook(lambda m, i, out: seen.__setitem__("sampled", out[0]))
+    model.pooler.register_forward_hook(lambda m, i, out: mimic_pooler_calls.append(len(out)))
     torch.manual_seed(0)
     with EventStorage(0):
         features = model(batch)[MIMIC_FEATURES_KEY]
+    # the student's RoIs come from its box head's pooling of the sampled proposals (not pooled twice):
+    # the mimic pooler runs once, on the teacher's maps
+    assert mimic_pooler_calls == [2 * 32]
 
     # the teacher's own map: its quantized ReLU's output, codes {0, s, 2s, ...}, many of them non-zero
     for name, fmap in model.teacher.features(batch).items():
@@ -326,3 +330,40 @@ def test_the_teacher_stays_in_eval_mode_and_inference_is_the_student_alone(teach
     for a, b in zip(ours, students):
         assert torch.equal(a["instances"].pred_boxes.tensor, b["instances"].pred_boxes.tensor)
         assert torch.equal(a["instances"].scores, b["instances"].scores)
+
+
+def test_the_student_box_heads_pooling_is_reused_only_where_it_pools_as_the_mimic_pooler_does(
+    teacher, tmp_path
+):
+    from detectron2.modeling.poolers import ROIPooler
+
+    model = qm_trainer(teacher, tmp_path).model
+    box_pooler = model.student.roi_heads.box_pooler
+    assert model.reusable_box_pooler() is box_pooler  # StandardROIHeads: same maps, size, ROIAlignV2
+    mimic = model.pooler
+    scales = [1 / 4, 1 / 8, 1 / 16, 1 / 32]
+    for kwargs in [
+        dict(output_size=5),
+        dict(pooler_type="ROIAlign"),  # aligned=False: the same layer class as ROIAlignV2
+        dict(sampling_ratio=2),
+        dict(scales=[1 / 8, 1 / 16, 1 / 32, 1 / 64]),
+        dict(canonical_box_size=112),
+        dict(canonical_level=3),
+    ]:
+        args = dict(output_size=7, scales=scales, sampling_ratio=0, pooler_type="ROIAlignV2")
+        model.pooler = ROIPooler(**{**args, **kwargs})
+        assert model.reusable_box_pooler() is None, kwargs
+    model.pooler = ROIPooler(output_size=7, scales=scales[:3], sampling_ratio=0, pooler_type="ROIAlignV2")
+    model.in_features = model.in_features[:3]
+    assert model.reusable_box_pooler() is None  # other feature maps
+    model.pooler, model.in_features = mimic, list(model.student.roi_heads.in_features)
+    assert model.reusable_box_pooler() is box_pooler
+
+    # RoIPool layers (no ``aligned``) on both sides compare equal too
+    model.student.roi_heads.box_pooler = ROIPooler(
+        output_size=7, scales=scales, sampling_ratio=0, pooler_type="ROIPool"
+    )
+    model.pooler = ROIPooler(output_size=7, scales=scales, sampling_ratio=0, pooler_type="ROIPool")
+    assert model.reusable_box_pooler() is model.student.roi_heads.box_pooler
+    del model.student.roi_heads.box_pooler  # a head without a box pooler (R-FCN)
+    assert model.reusable_box_pooler() is None

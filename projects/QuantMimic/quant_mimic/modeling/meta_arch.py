@@ -43,6 +43,18 @@ def mimic_pooler(cfg: CfgNode, strides: list[int]) -> ROIPooler:
     )
 
 
+def pooling_settings(layer: nn.Module) -> tuple:
+    """What decides an ROIPooler level's output: its kind, size, scale, sampling and alignment
+    (RoIPool layers have neither ``sampling_ratio`` nor ``aligned``)."""
+    return (
+        type(layer),
+        layer.output_size,
+        layer.spatial_scale,
+        getattr(layer, "sampling_ratio", None),
+        getattr(layer, "aligned", None),
+    )
+
+
 class FrozenTeacher(nn.Module):
     """A GeneralizedRCNN whose parameters never get gradients and that stays in eval mode
     (BatchNorm statistics never change), whatever ``.train()`` is called with."""
@@ -186,8 +198,7 @@ class QuantMimicRCNN(nn.Module):
         if not isinstance(pooler, ROIPooler) or list(self.student.roi_heads.in_features) != self.in_features:
             return None
         same = [
-            (type(a), a.output_size, a.spatial_scale, a.sampling_ratio, getattr(a, "aligned", None))
-            == (type(b), b.output_size, b.spatial_scale, b.sampling_ratio, getattr(b, "aligned", None))
+            pooling_settings(a) == pooling_settings(b)
             for a, b in zip(pooler.level_poolers, self.pooler.level_poolers)
         ]
         size = (pooler.output_size, pooler.canonical_box_size, pooler.canonical_level)
