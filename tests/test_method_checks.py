@@ -15,6 +15,7 @@ import copy
 
 import pytest
 import torch
+import torchvision
 from conftest import CONFIGS, STUDENT_CONFIG, registered_mini_shapes
 from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.modeling import build_model
@@ -59,13 +60,17 @@ def teacher(tmp_path_factory):
     return config, weights
 
 
-@pytest.fixture(scope="module")
-def batch():
-    """Two training images as detectron2's train loader gives them (random flip drawn once, here)."""
+def training_images(n: int) -> list[dict]:
+    """``n`` training images as detectron2's train loader gives them (random flip drawn once, here)."""
     cfg = build_config(str(STUDENT_CONFIG), OPTS)
     torch.manual_seed(0)
     mapper = DatasetMapper(cfg, is_train=True)
-    return [mapper(dict(d)) for d in DatasetCatalog.get(f"{DATA}_train")[:2]]
+    return [mapper(dict(d)) for d in DatasetCatalog.get(f"{DATA}_train")[:n]]
+
+
+@pytest.fixture(scope="module")
+def batch():
+    return training_images(2)
 
 
 def qm_trainer(teacher, output_dir, *opts) -> Trainer:
@@ -187,8 +192,9 @@ def test_with_lambda_zero_a_qm_step_is_the_scratch_students_step(teacher, batch,
 
 
 def test_quantized_teacher_roi_features_lie_on_the_code_book_and_are_pooled_from_the_sampled_boxes(
-    teacher, batch, tmp_path
+    teacher, tmp_path
 ):
+    batch = training_images(3)  # three: the second and the third image's RoIs have their own offsets
     trainer = qm_trainer(teacher, tmp_path, "MODEL.QUANT_MIMIC.NUM_ROIS_PER_IMAGE", "32")  # of 128 sampled
     model = trainer.model
     loss = trainer._trainer.model.mimic_loss
@@ -201,7 +207,7 @@ def test_quantized_teacher_roi_features_lie_on_the_code_book_and_are_pooled_from
         features = model(batch)[MIMIC_FEATURES_KEY]
     # the student's RoIs come from its box head's pooling of the sampled proposals (not pooled twice):
     # the mimic pooler runs once, on the teacher's maps
-    assert mimic_pooler_calls == [2 * 32]
+    assert mimic_pooler_calls == [3 * 32]
 
     # the teacher's own map: its quantized ReLU's output, codes {0, s, 2s, ...}, many of them non-zero
     for name, fmap in model.teacher.features(batch).items():
@@ -210,7 +216,7 @@ def test_quantized_teacher_roi_features_lie_on_the_code_book_and_are_pooled_from
     # what the loss compares: Q of the pooled RoI features on both sides, on the code book, not all zero
     t, s = loss.compared(features)
     assert (loss.quantize_teacher, loss.quantize_student) == (True, True)
-    assert t.shape == s.shape == (2 * model.num_rois_per_image, 64, 7, 7)
+    assert t.shape == s.shape == (3 * 32, 64, 7, 7)
     for codes in (t, s.detach()):
         assert torch.equal(codes / stride, (codes / stride).round()) and codes.min() >= 0
     assert (t > 0).float().mean() > 0.1 and t.unique().numel() > 3
@@ -218,7 +224,7 @@ def test_quantized_teacher_roi_features_lie_on_the_code_book_and_are_pooled_from
 
     # both sides pooled from the first NUM_ROIS_PER_IMAGE proposals the student's ROI heads sampled
     boxes = [p.proposal_boxes[: model.num_rois_per_image] for p in seen["sampled"]]
-    assert [len(b) for b in boxes] == [32, 32] and [len(p) for p in seen["sampled"]] == [128, 128]
+    assert [len(b) for b in boxes] == [32] * 3 and [len(p) for p in seen["sampled"]] == [128] * 3
     teacher_maps = model.teacher.features(batch)
     with torch.no_grad():
         student_maps = model.student.backbone(model.student.preprocess_image(batch).tensor)
@@ -353,6 +359,12 @@ def test_the_student_box_heads_pooling_is_reused_only_where_it_pools_as_the_mimi
         args = dict(output_size=7, scales=scales, sampling_ratio=0, pooler_type="ROIAlignV2")
         model.pooler = ROIPooler(**{**args, **kwargs})
         assert model.reusable_box_pooler() is None, kwargs
+    # another kind of layer with the same settings (torchvision's RoIAlign beside detectron2's ROIAlign)
+    model.pooler = ROIPooler(output_size=7, scales=scales, sampling_ratio=0, pooler_type="ROIAlignV2")
+    model.pooler.level_poolers = nn.ModuleList(
+        [torchvision.ops.RoIAlign((7, 7), scale, 0, aligned=True) for scale in scales]
+    )
+    assert model.reusable_box_pooler() is None
     model.pooler = ROIPooler(output_size=7, scales=scales[:3], sampling_ratio=0, pooler_type="ROIAlignV2")
     model.in_features = model.in_features[:3]
     assert model.reusable_box_pooler() is None  # other feature maps

@@ -10,7 +10,8 @@ import torch
 from conftest import CONFIGS, MINI_OPTS, STUDENT_CONFIG, read_metrics, registered_mini_shapes, run_train_net
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, DatasetMapper
-from detectron2.modeling import build_model
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import BACKBONE_REGISTRY, Backbone, build_model
 from detectron2.utils.env import seed_all_rng
 
 from quant_mimic.config import build_config
@@ -198,6 +199,54 @@ def test_teacher_with_other_classes_is_refused(tmp_path):
 def test_mimic_settings_the_model_cannot_use_are_refused(opts, error):
     with pytest.raises(QuantMimicInputError, match=error):
         build_model(build_config(str(QM_CONFIG), ["MODEL.DEVICE", "cpu", *opts]))
+
+
+class WidenedP3(Backbone):
+    """The tiny ResNet FPN with p3 widened to twice the channels: mimicked maps of two channel counts."""
+
+    def __init__(self, fpn):
+        super().__init__()
+        self.fpn = fpn
+        self.widen = torch.nn.Conv2d(
+            fpn.output_shape()["p3"].channels, 2 * fpn.output_shape()["p3"].channels, 1
+        )
+
+    def forward(self, x):
+        return {**self.fpn(x), "p3": self.widen(self.fpn(x)["p3"])}
+
+    @property
+    def size_divisibility(self):
+        return self.fpn.size_divisibility
+
+    def output_shape(self):
+        p3 = self.fpn.output_shape()["p3"]
+        return {**self.fpn.output_shape(), "p3": ShapeSpec(channels=2 * p3.channels, stride=p3.stride)}
+
+
+def build_widened_p3_fpn_for_tests(cfg, input_shape):
+    from quant_mimic.modeling.backbone.tiny_resnet import build_tiny_resnet_fpn_backbone
+
+    return WidenedP3(build_tiny_resnet_fpn_backbone(cfg, input_shape))
+
+
+if build_widened_p3_fpn_for_tests.__name__ not in BACKBONE_REGISTRY:
+    BACKBONE_REGISTRY.register(build_widened_p3_fpn_for_tests)
+
+
+def test_teacher_maps_of_several_channel_counts_are_refused(tmp_path):
+    teacher = tmp_path / "teacher.yaml"  # its own RPN and box head read p2 only, so it builds
+    teacher.write_text(
+        f'_BASE_: "{STUDENT_CONFIG}"\nMODEL:\n  BACKBONE:\n    NAME: "build_widened_p3_fpn_for_tests"\n'
+        '  ANCHOR_GENERATOR:\n    SIZES: [[12]]\n  RPN:\n    IN_FEATURES: ["p2"]\n'
+        '  ROI_HEADS:\n    IN_FEATURES: ["p2"]\n'
+    )
+    cfg = build_config(
+        str(QM_CONFIG), ["MODEL.DEVICE", "cpu", "MODEL.QUANT_MIMIC.TEACHER_CONFIG", str(teacher)]
+    )
+    with pytest.raises(
+        QuantMimicInputError, match=r"Mimicked feature maps \['p2', 'p3', 'p4', 'p5'\] must have one"
+    ):
+        build_model(cfg)
 
 
 @pytest.mark.parametrize("kernel, rois", [(1, 1), (3, 128)])
