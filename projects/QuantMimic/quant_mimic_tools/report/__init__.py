@@ -55,7 +55,9 @@ def write_report(
     dataset = runs[0].training_config(device="cpu").DATASETS.TEST[0]
     rows = model_zoo_table(runs, folder, repeats=repeats, metrics=metrics, dataset=dataset)
     prediction_grid(runs, dataset, folder / "predictions.png")
-    training_curves(students, folder / "curves.png", metrics[0])
+    label, key = metrics[0]
+    curve_metric = (label if label.startswith("AP") else f"{label} AP", key)  # "AP50", "easy AP"
+    training_curves(students, folder / "curves.png", curve_metric)
     means = matching_histogram(mimic_runs, dataset, folder / "matching_ratio.png") if mimic_runs else {}
     matching = ", ".join(f"{name} {mean:.2f}" for name, mean in means.items())
     pictures = [
@@ -66,7 +68,7 @@ def write_report(
         ),
         (
             "Training curves",
-            f"Detection losses, mimic loss and val {metrics[0][0]} of the students against iterations.",
+            f"Detection losses, mimic loss and val {curve_metric[0]} of the students against iterations.",
             "curves.png",
         ),
         (
