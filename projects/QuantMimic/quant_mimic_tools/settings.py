@@ -52,7 +52,9 @@ class Setting:
     the overrides of ``--smoke`` for every stage (iterations, batch, image size, and what a few
     iterations cannot meet); the teacher of a smoke run starts from scratch (``MODEL.WEIGHTS ""``).
     imagenet: ``(convert --model, extra convert options)`` for the teacher's ImageNet initialisation,
-    or None where the teacher config trains from scratch.
+    or None where the teacher config trains from scratch. typical_image: (height, width, objects) of a
+    typical image of the data set, and val_images: the val set's size (``quant_mimic_tools.stage_times``
+    estimates a chain's time from them).
     """
 
     name: str
@@ -66,6 +68,8 @@ class Setting:
     data_folders: Tuple[str, ...] = ()
     smoke_opts: Tuple[str, ...] = ()
     imagenet: Tuple[str, Tuple[str, ...]] | None = None
+    typical_image: Tuple[int, int, int] = (192, 192, 3)
+    val_images: int = 0
 
     @property
     def done_key(self) -> str:
@@ -180,6 +184,8 @@ VOC = Setting(
         "0.0",
     ),  # fmt: skip
     imagenet=("resnet18", ()),
+    typical_image=(375, 500, 3),  # VOC: 500 x 375 px, 2.4 objects per image
+    val_images=4952,  # VOC07 test
 )
 
 # The same chain with the paper's single-level Faster R-CNN (RPN and ROIAlign on res4, stride 16, the paper's
@@ -250,6 +256,8 @@ WIDER_FACE = Setting(
         "0.0",
     ),  # fmt: skip
     imagenet=("vgg16", ("--grayscale",)),
+    typical_image=(750, 1024, 12),  # WIDER FACE: 1024 px wide, ~12 faces per image
+    val_images=3226,  # WIDER FACE val
 )
 
 SETTINGS: Dict[str, Setting] = {s.name: s for s in (SHAPES, VOC, VOC_SINGLE, WIDER_FACE)}
