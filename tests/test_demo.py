@@ -200,3 +200,23 @@ def test_the_deployed_and_the_eager_model_draw_the_same_picture(student, tmp_pat
     for name in ("default", "folder"):
         differ = (np.abs(pictures[name].astype(int) - pictures["eager"].astype(int)).sum(axis=2) > 30).mean()
         assert differ < 0.002, f"{name}: {differ:.4f} of the pixels differ from the eager picture"
+
+
+@pytest.mark.parametrize("config", ["student_VGG32_RFCN_scratch.yaml", "student_R18_16_FPN_scratch.yaml"])
+def test_the_eager_predictor_takes_the_models_input_format_like_the_deployed_one(student, tmp_path, config):
+    """Grayscale ("L") R-FCN and BGR Faster R-CNN: the eager Predictor converts a BGR image as the
+    deployed predictor does, and both give the same detections."""
+    from quant_mimic.deploy import DeployedPredictor, export_deployed
+
+    cfg = build_config(str(CONFIGS / "shapes" / config), CPU)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("model")
+    cfg.MODEL.WEIGHTS = str(tmp_path / "model.pth")
+    image = cv2.imread(str(student.images[0]))
+    eager = Predictor(cfg)(image)["instances"]
+    deployed = DeployedPredictor(export_deployed(cfg, model, tmp_path / "deployed"))(image)["instances"]
+    assert eager.image_size == deployed.image_size == image.shape[:2] and len(eager) > 0
+    n = min(10, len(eager))
+    assert torch.equal(eager.pred_classes[:n], deployed.pred_classes[:n])
+    torch.testing.assert_close(deployed.pred_boxes.tensor[:n], eager.pred_boxes.tensor[:n], atol=0.5, rtol=0)

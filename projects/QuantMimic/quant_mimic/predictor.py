@@ -23,19 +23,32 @@ from detectron2.utils.visualizer import ColorMode, VisImage, Visualizer
 from .checkpoint import StudentCheckpointer
 from .config import deployed_config
 from .deploy import DeployedPredictor, build_and_export
+from .deploy.runtime import to_model_format
 
 
 class Predictor(DefaultPredictor):
-    """``DefaultPredictor`` (test-time resize, BGR/RGB, no_grad, one image in, ``{"instances"}`` out) for the
-    deployed model of ``cfg``, with MODEL.WEIGHTS loaded by :class:`StudentCheckpointer`."""
+    """``DefaultPredictor`` (test-time resize, no_grad, one BGR image in, ``{"instances"}`` out) for the
+    deployed model of ``cfg``, with MODEL.WEIGHTS loaded by :class:`StudentCheckpointer`; the image is
+    converted to the model's INPUT.FORMAT (BGR, RGB or grayscale "L", which DefaultPredictor refuses)."""
 
     def __init__(self, cfg: CfgNode):
         cfg = deployed_config(cfg).clone()
         cfg.defrost()
         weights, cfg.MODEL.WEIGHTS = cfg.MODEL.WEIGHTS, ""  # DefaultPredictor loads nothing ...
+        input_format, cfg.INPUT.FORMAT = cfg.INPUT.FORMAT, "BGR"  # ... and takes RGB / BGR only
         super().__init__(cfg)
-        StudentCheckpointer(self.model).load(weights)  # ... this loads a QM checkpoint's student too
+        self.input_format = self.cfg.INPUT.FORMAT = input_format
+        StudentCheckpointer(self.model).load(weights)  # a QM checkpoint's student too
         self.cfg.MODEL.WEIGHTS = weights
+
+    def __call__(self, original_image: np.ndarray) -> dict:
+        """One uint8 BGR image array[H, W, 3] -> ``{"instances": Instances}`` in its coordinates."""
+        with torch.no_grad():
+            image = to_model_format(original_image, self.input_format)
+            height, width = image.shape[:2]
+            image = self.aug.get_transform(image).apply_image(image)
+            tensor = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+            return self.model([{"image": tensor, "height": height, "width": width}])[0]
 
 
 def _frames(video: cv2.VideoCapture) -> Iterator[np.ndarray]:

@@ -1,7 +1,9 @@
 """QuantMimic's commands, kept apart from the library ``quant_mimic`` (as detectron2 keeps tools/ apart
 from detectron2/). Each runs as ``python -m quant_mimic_tools.<command>``:
 
-    pipeline       the main job: teachers -> students on the built-in data set, results table and report
+    pipeline       the main job: teachers -> students (built-in data, VOC or WIDER FACE), results table and report
+    study          students over seeds to convergence, the paper's ablations, paired differences with 95% CIs
+    stage_times    per-stage step and test-image times of a main-job chain, and its estimated hours
     benchmark      cost: training steps of scratch vs mimic/QM, and teacher vs student inference, eager and deployed
     deploy         the deployed form of a trained detector (folded, traced / ONNX networks, batched inference)
     settings_sweep AP against deployed latency over a grid of test-time settings
@@ -11,7 +13,8 @@ from detectron2/). Each runs as ``python -m quant_mimic_tools.<command>``:
     wider_face_eval  the official WIDER FACE evaluation of per-image prediction files: Easy / Medium / Hard AP
     voc_eval       Pascal VOC AP50 of every class beside the mean, from the devkit's per-class result files
 
-Also here: ``report`` (the main job's model-zoo table, pictures and index page) and ``results`` (the
+Also here: ``settings`` (the main job's chains: configs, data sets, metrics, the paper's numbers),
+``report`` (the main job's model-zoo table, pictures and index page) and ``results`` (the
 run readers and table formatting that the pipeline and the report share). ``quant_mimic`` never
 imports this package.
 """
