@@ -320,7 +320,8 @@ def test_the_training_step_is_detectron2s_own_and_adds_the_mimic_loss(teacher, t
     ((losses, ratio),) = computed  # one step: one loss, one matching ratio per RoI (128 per image)
     logged_loss, logged_ratio = history["loss_mimic"].latest(), history["mimic/matching_ratio"].latest()
     assert logged_loss == pytest.approx(losses["loss_mimic"].item()) and logged_loss > 0
-    assert ratio.shape == (128 * 2,) and logged_ratio == pytest.approx(ratio.mean().item())
+    assert ratio.shape == (128 * 2,)
+    assert logged_ratio == pytest.approx(ratio.mean().item())  # the mean over the RoIs
     assert 0 < logged_ratio < 1
     assert history["total_loss"].latest() > history["loss_mimic"].latest()
     assert drawn == [cfg.SOLVER.IMS_PER_BATCH]  # GeneralizedRCNN.forward's vis_period (1) ran once
