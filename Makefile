@@ -17,3 +17,10 @@ test: setup lint
 lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+
+# Mutation testing of the method's core (quantizer, mimic loss, meta-architecture, the QM step) with mutmut:
+# slow (7 to 15 min on 2 cores), so not part of `make test`; see projects/QuantMimic/docs/TESTING.md.
+.PHONY: mutation
+mutation: setup
+	$(PY) -m pip install -q -r requirements-dev.txt
+	bash tools/mutation.sh $(ARGS)
