@@ -229,9 +229,15 @@ def check_schedule(output: Path, schedule: dict) -> None:
                 f"study: error: {output} holds a study with schedule {recorded}, not {schedule}: use another "
                 "--output, or the same --max-iter / --eval-period / --smoke."
             )
+    update_record(output, {"schedule": schedule})
+
+
+def update_record(output: Path, fields: dict) -> None:
+    """Write ``fields`` into ``<output>/study.json``, keeping what it holds besides them."""
+    record = output / "study.json"
     output.mkdir(parents=True, exist_ok=True)
     previous = json.loads(record.read_text()) if record.is_file() else {}
-    record.write_text(json.dumps({**previous, "schedule": schedule}, indent=2))
+    record.write_text(json.dumps({**previous, **fields}, indent=2))
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -288,9 +294,7 @@ def main(argv: list[str] | None = None) -> None:
         output, arms, args.seeds[0], val, output / "matching_ratio.png"
     )
     (output / "study.md").write_text(markdown(summary, schedule))
-    record = output / "study.json"
-    previous = json.loads(record.read_text()) if record.is_file() else {}
-    record.write_text(json.dumps({**previous, **summary}, indent=2))
+    update_record(output, summary)
     print(markdown(summary, schedule))
     print(f"study: tables in {output / 'study.md'}, curves in {output / 'ap_curves.png'}", file=sys.stderr)
 

@@ -224,14 +224,7 @@ class DeployedDetector(nn.Module):
                 f"{MAX_STATIC_NMS_TOPK}, or run without cuda_graphs."
             )
         self.nms_iterations = nms_iterations
-        self.graph = CudaGraphRunner(self._forward_ungraphed)
-
-    def _forward_ungraphed(self, images: torch.Tensor, image_sizes: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        graph, self.graph = self.graph, None
-        try:
-            return self(images, image_sizes)
-        finally:
-            self.graph = graph
+        self.graph = CudaGraphRunner(self.detect)
 
     def anchors(self, level: int, height: int, width: int) -> torch.Tensor:
         """Anchors of ``level`` for a ``height`` x ``width`` feature map, cached per size."""
@@ -383,6 +376,12 @@ class DeployedDetector(nn.Module):
         caller runs the images again with exact NMS: :meth:`exact`)."""
         if self.graph is not None:
             return self.graph(images, image_sizes)
+        return self.detect(images, image_sizes, lap)
+
+    def detect(
+        self, images: torch.Tensor, image_sizes: torch.Tensor, lap: Callable[[str], None] | None = None
+    ) -> tuple[torch.Tensor, ...]:
+        """:meth:`forward` run op by op (what a CUDA graph captures)."""
         lap = lap or (lambda part: None)
         features = dict(zip(self.spec["features"], self.run["backbone"](images)))
         lap("backbone")
@@ -398,12 +397,11 @@ class DeployedDetector(nn.Module):
 
     def exact(self, images: torch.Tensor, image_sizes: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """:meth:`forward` with torchvision's exact NMS, outside any CUDA graph."""
-        graph, rounds = self.graph, self.nms_iterations
-        self.graph, self.nms_iterations = None, 0
+        rounds, self.nms_iterations = self.nms_iterations, 0
         try:
-            return self(images, image_sizes)
+            return self.detect(images, image_sizes)
         finally:
-            self.graph, self.nms_iterations = graph, rounds
+            self.nms_iterations = rounds
 
 
 class OnnxNetwork:
@@ -440,7 +438,8 @@ def choose_backend(backend: str, spec: dict[str, Any], device: torch.device) -> 
 
 
 class CudaGraphRunner:
-    """Run a module (or any function of tensors without host syncs) with static-shape inputs from CUDA graphs, one captured per input shape and dtype.
+    """Run a module (or any function of tensors without host syncs) with static-shape inputs from CUDA
+    graphs, one captured per input shape and dtype.
 
     The outputs are the graph's static tensors: they are overwritten by the next call, so consume them
     (the detector's post-processing does) before calling again.
