@@ -403,7 +403,8 @@ def test_main_job_runs_the_settings_chain_end_to_end(tmp_path, name):
 
 
 def test_stage_times_follow_the_configs_schedule_and_input_size():
-    from quant_mimic_tools.stage_times import evaluations, resized
+    from quant_mimic.deploy.runtime import resized_shape
+    from quant_mimic_tools.stage_times import evaluations
 
     assert [evaluations(*a) for a in [(40000, 10000), (10000, 10000), (25000, 10000), (80000, 0)]] == [
         4,
@@ -411,5 +412,7 @@ def test_stage_times_follow_the_configs_schedule_and_input_size():
         3,
         1,
     ]
-    assert resized(*VOC.typical_image[:2], 600, 1000) == (600, 800)  # VOC's short side 600
-    assert resized(*WIDER_FACE.typical_image[:2], 0, 10000) == WIDER_FACE.typical_image[:2]  # original size
+    assert resized_shape(*VOC.typical_image[:2], 600, 1000) == (600, 800)  # VOC's short side 600
+    assert (
+        resized_shape(*WIDER_FACE.typical_image[:2], 0, 10000) == WIDER_FACE.typical_image[:2]
+    )  # original size

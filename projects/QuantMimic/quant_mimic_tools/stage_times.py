@@ -27,13 +27,6 @@ from .settings import SETTINGS, SHAPES, Setting
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-def resized(height: int, width: int, short: int, longest: int) -> tuple[int, int]:
-    """(height, width) after detectron2's ResizeShortestEdge(short, longest); 0: unchanged."""
-    from quant_mimic.deploy.runtime import resized_shape
-
-    return resized_shape(height, width, short, longest)
-
-
 def random_image(cfg, height: int, width: int, objects: int, generator: torch.Generator) -> dict:
     """A training input: uint8 Tensor[C, H, W] in INPUT.FORMAT's channel count, ``objects`` boxes of 20-200 px."""
     from detectron2.structures import Boxes, Instances
@@ -50,10 +43,9 @@ def random_image(cfg, height: int, width: int, objects: int, generator: torch.Ge
 
 
 def seconds_per_call(fn, warmup: int, iters: int, device: str) -> float:
-    def sync():
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
+    from quant_mimic.analysis import synchronizer
 
+    sync = synchronizer(torch.device(device))
     for _ in range(warmup):
         fn()
     sync()
@@ -78,13 +70,14 @@ def time_stage(setting: Setting, config: str, device: str, warmup: int, iters: i
     from detectron2.utils.events import EventStorage
 
     from quant_mimic.config import build_config
+    from quant_mimic.deploy.runtime import resized_shape
     from quant_mimic.engine.mimic_loss_model import WithMimicLoss
     from quant_mimic.modeling.mimic_loss import MimicLoss
 
     cfg = build_config(str(CONFIGS / config), ["MODEL.DEVICE", device, "MODEL.WEIGHTS", ""])
     height, width, objects = setting.typical_image
-    train_size = resized(height, width, cfg.INPUT.MIN_SIZE_TRAIN[0], cfg.INPUT.MAX_SIZE_TRAIN)
-    test_size = resized(height, width, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+    train_size = resized_shape(height, width, cfg.INPUT.MIN_SIZE_TRAIN[0], cfg.INPUT.MAX_SIZE_TRAIN)
+    test_size = resized_shape(height, width, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
     torch.manual_seed(0)
     model = build_model(cfg)
     qm = cfg.MODEL.META_ARCHITECTURE == "QuantMimicRCNN"
