@@ -39,6 +39,7 @@ for _name, _start in [
 ]:
     logging.getLogger(_name).addFilter(lambda record, s=_start: not record.getMessage().startswith(s))
 
+import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.config import CfgNode  # noqa: E402
@@ -132,9 +133,12 @@ def main(args):
     """One process's run. A QuantMimicInputError (in this process or a DataLoader worker) ends it with
     exit status 2: printed as one line, or, in a spawned worker, written for the launching process."""
     try:
-        return run(args)
+        result = run(args)
     except QuantMimicInputError as e:
         message = one_line(e)
+    else:
+        close_process_group()
+        return result
     error_file = os.environ.get(ERROR_FILE_ENV)
     if error_file and comm.get_world_size() > 1:
         try:
@@ -144,6 +148,15 @@ def main(args):
             pass
         sys.exit(2)
     fail(message)
+
+
+def close_process_group() -> None:
+    """After a multi-process run, wait for every process and close the process group before exit: a gloo
+    group left to the interpreter's shutdown can abort one process ("terminate called without an active
+    exception") while the others are still tearing down, which turned a finished run into a failed one."""
+    if comm.get_world_size() > 1:
+        comm.synchronize()
+        dist.destroy_process_group()
 
 
 def cli(argv: list[str] | None = None) -> None:
