@@ -41,6 +41,16 @@ def test_every_arm_gets_its_seeds_its_teacher_and_the_schedule(tmp_path):
     assert len(by_name) == len(stages) == 3 * 5 + (len(study.ARMS) - 3) * 2
     assert {"scratch_seed4", "mimic_seed0", "qm_seed3", "qm_pow2_seed8", "quant_only_seed7"} <= set(by_name)
     assert "qm_pow2_seed0" not in by_name  # ablations run on their own seeds
+    names = [s.name for s in stages]  # seed-major: a study stopped part-way holds same-seed comparisons
+    assert names[:6] == [
+        "scratch_seed0",
+        "mimic_seed0",
+        "qm_seed0",
+        "scratch_seed1",
+        "mimic_seed1",
+        "qm_seed1",
+    ]
+    assert names[15:17] == ["qm_teacher_only_seed7", "quant_only_seed7"]  # ablations after the main ones
 
     def opt(stage, key):
         return stage.opts[stage.opts.index(key) + 1] if key in stage.opts else None

@@ -84,21 +84,24 @@ def schedule_opts(max_iter: int, eval_period: int) -> list[str]:
 def student_stages(
     arms: list[Arm], seeds: dict[bool, list[int]], output: Path, teachers: Path, schedule: list[str]
 ) -> list[Stage]:
-    """One ``Stage`` per arm and seed (``seeds[arm.main]``), reading the teachers from ``teachers``."""
+    """One ``Stage`` per arm and seed (``seeds[arm.main]``), reading the teachers from ``teachers``.
+    Seed-major (every arm of the first seed, then of the next): a study stopped part-way already holds
+    complete same-seed comparisons."""
     weights = {
         "fp": teachers / SHAPES.teacher.name / "model_final.pth",
         "quant": teachers / SHAPES.teacher_quant.name / "model_final.pth",
     }
+    runs = sorted(
+        ((position, arm, seed) for arm in arms for position, seed in enumerate(seeds[arm.main])),
+        key=lambda run: (not run[1].main, run[0]),
+    )  # the main comparison first, then the ablations; within each, seed by seed in arm order
     stages = []
-    for arm in arms:
+    for _, arm, seed in runs:
         teacher = (
             [] if arm.teacher is None else ["MODEL.QUANT_MIMIC.TEACHER_WEIGHTS", str(weights[arm.teacher])]
         )
-        for seed in seeds[arm.main]:
-            opts = [*teacher, *arm.opts, *schedule, "SEED", str(seed)]
-            stages.append(
-                Stage(f"{arm.name}_seed{seed}", arm.config, f"{arm.description}, seed {seed}", opts)
-            )
+        opts = [*teacher, *arm.opts, *schedule, "SEED", str(seed)]
+        stages.append(Stage(f"{arm.name}_seed{seed}", arm.config, f"{arm.description}, seed {seed}", opts))
     return stages
 
 
