@@ -135,7 +135,16 @@ def student(tmp_path_factory):
 def test_deployed_detections_match_the_eager_model(config, batch_norm, tmp_path):
     cfg, model = random_model(config, batch_norm=batch_norm)
     folder = export_deployed(cfg, model, tmp_path / "deployed")
-    for backend in ("torchscript", "onnxruntime"):
+    rfcn = cfg.MODEL.ROI_HEADS.NAME == "RFCNROIHeads"
+    if rfcn:  # PS-ROIAlign has no ONNX operator: no whole-detector graph, and "auto" knows it
+        with pytest.raises(ValueError, match="R-FCN has no whole-detector ONNX graph"):
+            DeployedPredictor(folder, backend="onnxruntime_graph")
+        assert DeployedPredictor(folder).backend == "onnxruntime"
+    else:
+        assert DeployedPredictor(folder).backend == "onnxruntime_graph"  # the fastest, measured (README)
+    for backend in (
+        ("torchscript", "onnxruntime") if rfcn else ("torchscript", "onnxruntime", "onnxruntime_graph")
+    ):
         predictor = DeployedPredictor(folder, backend=backend)
         assert predictor.backend == backend
         for image in images([(192, 192), (150, 230)]):
@@ -145,6 +154,31 @@ def test_deployed_detections_match_the_eager_model(config, batch_norm, tmp_path)
             deployed = predictor.model([inputs])[0]["instances"]
             assert deployed.image_size == eager.image_size == image.shape[:2]
             assert_same_detections(eager, deployed)
+        if backend == "onnxruntime_graph":  # one graph per padded input shape, and no fallback taken
+            assert predictor.graphs.failure is None and len(predictor.graphs.sessions) == 2
+
+
+def test_whole_detector_graphs_fall_back_to_the_networks_past_their_budget_or_when_export_fails(
+    student, monkeypatch, caplog
+):
+    _, _, folder = student
+    batch = images([(192, 192), (150, 230), (64, 90)], seed=3)
+    networks = DeployedPredictor(folder, backend="onnxruntime").predict(batch)
+    capped = DeployedPredictor(folder, backend="onnxruntime_graph")
+    capped.graphs.max_graphs = 1  # the first shape gets a graph, the others run network by network
+    for n, r in zip(networks, [capped(image) for image in batch]):
+        assert_same_detections(n["instances"], r["instances"], top=100, atol=1e-3)
+    assert len(capped.graphs.sessions) == 1
+
+    def no_exporter(*args, **kwargs):
+        raise RuntimeError("this torch has no TorchScript-based ONNX exporter")
+
+    monkeypatch.setattr(torch.onnx, "export", no_exporter)
+    broken = DeployedPredictor(folder, backend="onnxruntime_graph")
+    for n, r in zip(networks, broken.predict(batch)):
+        assert_same_detections(n["instances"], r["instances"], top=100, atol=1e-3)
+    assert "no TorchScript-based ONNX exporter" in broken.graphs.failure and not broken.graphs.sessions
+    assert "No whole-detector ONNX graph" in caplog.text
 
 
 def test_without_onnx_the_folder_has_torchscript_only_and_still_runs(student, tmp_path, monkeypatch):
@@ -321,11 +355,16 @@ def test_deployed_latency_has_every_part_and_they_add_up(student):
     from quant_mimic.analysis import PARTS, deployed_latency
 
     _, _, folder = student
-    cost = deployed_latency(DeployedPredictor(folder), 96, 128, batch=2, repeats=2, warmup=1)
+    cost = deployed_latency(
+        DeployedPredictor(folder, backend="onnxruntime"), 96, 128, batch=2, repeats=2, warmup=1
+    )
     latency = cost["latency_ms"]
     assert set(latency) == {"total", *PARTS} and all(latency[p] > 0 for p in PARTS)
     assert sum(latency[p] for p in PARTS) == pytest.approx(latency["total"], rel=0.05)
     assert cost["batch"] == 2 and cost["input_size"] == [96, 128] and cost["detections"] > 0
+    # under a whole-detector graph the detector is one part, timed as "postprocess" (as under CUDA graphs)
+    graph = deployed_latency(DeployedPredictor(folder), 96, 128, batch=2, repeats=2, warmup=1)["latency_ms"]
+    assert graph["backbone"] == graph["rpn"] == graph["roi_heads"] == 0 < graph["postprocess"]
 
 
 def test_cuda_graphs_refuse_r_fcn_and_oversized_static_nms_before_touching_a_device(tmp_path):

@@ -198,7 +198,7 @@ def measure_pair(args: argparse.Namespace, configs: dict, weights: dict, sizes: 
     from quant_mimic.analysis import deployed_latency, model_cost
     from quant_mimic.config import build_config
     from quant_mimic.deploy import DeployedPredictor, export_deployed
-    from quant_mimic.deploy.runtime import choose_backend
+    from quant_mimic.deploy.runtime import GRAPH_BACKEND, choose_backend
 
     cfgs = {name: build_config(path, ["MODEL.DEVICE", args.device]) for name, path in configs.items()}
     models = {name: _load(cfg, weights.get(name)) for name, cfg in cfgs.items()}
@@ -209,14 +209,14 @@ def measure_pair(args: argparse.Namespace, configs: dict, weights: dict, sizes: 
         for name, folder in folders.items():
             predictors[name] = {"eager": None}
             backends = ["torchscript"]
-            if (
-                args.device == "cpu"
-                and choose_backend(
+            if args.device == "cpu":
+                auto = choose_backend(
                     "auto", json.loads((folder / "deploy.json").read_text()), models[name].device
                 )
-                == "onnxruntime"
-            ):
-                backends.append("onnxruntime")
+                backends += {
+                    "onnxruntime": ["onnxruntime"],
+                    GRAPH_BACKEND: ["onnxruntime", GRAPH_BACKEND],
+                }.get(auto, [])
             for backend in backends:
                 predictors[name][backend] = DeployedPredictor(folder, args.device, backend=backend)
             if args.device.startswith("cuda"):
@@ -259,18 +259,27 @@ def pair_ratios(row: dict) -> dict:
     t, s = row["teacher"], row["student"]
     best_t, best_s = best_deployed(t), best_deployed(s)
     ms = lambda m, k: m[k]["latency_ms"]["total"]  # noqa: E731
-    student = s[best_s]["latency_ms"]
+    # a graph run (whole detector in one part) has no backbone lap: take its networks' own backbone time
+    networks_of = {
+        "onnxruntime_graph": "onnxruntime",
+        "cuda_graphs": "torchscript",
+        "cuda_graphs_fp16": "torchscript",
+    }
+    backbone_ms = s.get(networks_of.get(best_s, best_s), s[best_s])["latency_ms"]["backbone"]
     ratios = {
         "gflops_teacher/student": t["eager"]["gflops"] / s["eager"]["gflops"],
         "eager_teacher/eager_student": ms(t, "eager") / ms(s, "eager"),
         "deployed_teacher/deployed_student": ms(t, best_t) / ms(s, best_s),
         "eager_student/deployed_student": ms(s, "eager") / ms(s, best_s),
-        "student_share_outside_backbone": 1 - student["backbone"] / student["total"],
+        "student_share_outside_backbone": 1 - backbone_ms / ms(s, best_s),
         "best_deployed": {"teacher": best_t, "student": best_s},
     }
     if "onnxruntime" in s and "torchscript" in s:
         ratios["student_torchscript/onnxruntime"] = ms(s, "torchscript") / ms(s, "onnxruntime")
         ratios["teacher_torchscript/onnxruntime"] = ms(t, "torchscript") / ms(t, "onnxruntime")
+    if "onnxruntime_graph" in s and "onnxruntime_graph" in t:
+        ratios["student_onnxruntime/onnxruntime_graph"] = ms(s, "onnxruntime") / ms(s, "onnxruntime_graph")
+        ratios["teacher_onnxruntime/onnxruntime_graph"] = ms(t, "onnxruntime") / ms(t, "onnxruntime_graph")
     for kind in t:
         if "_b" in kind and "error" not in t[kind] and "error" not in s.get(kind, {"error": ""}):
             batch = int(kind.rsplit("_b", 1)[1])
@@ -328,7 +337,17 @@ def print_pair(args: argparse.Namespace, results: dict, title: str) -> None:
         print(f"{'':>11}eager student / deployed student         {r['eager_student/deployed_student']:7.2f}")
         print(
             f"{'':>11}student time outside backbone+FPN        {100 * r['student_share_outside_backbone']:6.1f}%"
+            + ("  (backbone: its networks' run, one by one)" if "graph" in best["student"] else "")
         )
+        if "student_onnxruntime/onnxruntime_graph" in r:
+            print(
+                f"{'':>11}networks one by one / whole graph (student) "
+                f"{r['student_onnxruntime/onnxruntime_graph']:4.2f}"
+            )
+            print(
+                f"{'':>11}networks one by one / whole graph (teacher) "
+                f"{r['teacher_onnxruntime/onnxruntime_graph']:4.2f}"
+            )
         if "student_torchscript/onnxruntime" in r:
             print(
                 f"{'':>11}TorchScript / ONNX Runtime (student)     {r['student_torchscript/onnxruntime']:7.2f}"

@@ -22,8 +22,11 @@ number of candidates per image (see ``MODEL.DEPLOY``).
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
+import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -37,7 +40,10 @@ from torchvision.ops import batched_nms, nms, ps_roi_align, roi_align
 DEPLOY_FILE = "deploy.json"
 NETWORK_FILES = {"backbone": "backbone.ts", "rpn_head": "rpn_head.ts", "head": "head.ts"}
 ONNX_FILES = {"backbone": "backbone.onnx", "rpn_head": "rpn_head.onnx", "head": "head.onnx"}
-BACKENDS = ("auto", "torchscript", "onnxruntime")
+GRAPH_BACKEND = "onnxruntime_graph"  # the whole detector as one ONNX Runtime graph per input shape (CPU)
+BACKENDS = ("auto", "torchscript", "onnxruntime", GRAPH_BACKEND)
+# input shapes that get a whole-detector ONNX graph; further shapes run network by network
+MAX_ONNX_GRAPHS = 8
 PARTS = ("backbone", "rpn", "roi_heads", "postprocess")
 FORMAT_VERSION = 1
 # rounds of the static NMS under a CUDA graph (see matrix_nms; more rounds fall back to exact NMS)
@@ -126,7 +132,7 @@ def grouped_nms(
 def keep_mask(keep: torch.Tensor, size: int) -> torch.Tensor:
     """Bool Tensor[size], True at the indices ``keep``."""
     mask = torch.zeros(size, dtype=torch.bool, device=keep.device)
-    return mask.index_fill_(0, keep, True)
+    return mask.scatter(0, keep, torch.ones_like(keep, dtype=torch.bool))  # traceable, unlike index_fill_
 
 
 def pairwise_iou(boxes: torch.Tensor) -> torch.Tensor:
@@ -164,9 +170,9 @@ def matrix_nms(
     """
     num = boxes.shape[1]
     suppress = pairwise_iou(boxes.float()) > iou_threshold
-    suppress &= torch.ones(num, num, dtype=torch.bool, device=boxes.device).triu(1)
+    suppress = suppress & torch.ones(num, num, dtype=torch.bool, device=boxes.device).triu(1)
     if classes is not None:
-        suppress &= classes[:, :, None] == classes[:, None, :]
+        suppress = suppress & (classes[:, :, None] == classes[:, None, :])
     suppress_f = suppress.to(torch.float32)
     valid = torch.isfinite(scores)
     keep = valid
@@ -262,7 +268,7 @@ class DeployedDetector(nn.Module):
         valid = torch.isfinite(boxes).all(-1) & torch.isfinite(scores)
         boxes = clip_boxes(torch.where(valid.unsqueeze(-1), boxes, boxes.new_zeros(())), image_sizes)
         size = rpn["min_box_size"]
-        valid &= ((boxes[..., 2] - boxes[..., 0]) > size) & ((boxes[..., 3] - boxes[..., 1]) > size)
+        valid = valid & ((boxes[..., 2] - boxes[..., 0]) > size) & ((boxes[..., 3] - boxes[..., 1]) > size)
         scores = scores.masked_fill(~valid, -math.inf)
         levels = self.num_levels
         if self.nms_iterations:
@@ -404,19 +410,25 @@ class DeployedDetector(nn.Module):
             self.nms_iterations = rounds
 
 
+def onnx_session(model: str | bytes, threads: int, spinning: bool = False) -> Any:
+    """An ONNX Runtime CPU session of ``model`` (a path or the serialized bytes) on ``threads`` threads.
+    ``spinning``: its threads busy-wait between operators (fast for a graph of many small operators; wrong
+    where torch ops run between sessions and need those cores)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
 class OnnxNetwork:
     """One network of a deployed folder run by ONNX Runtime on the CPU, with torch's thread count:
     ``network(*tensors) -> tuple of tensors``."""
 
     def __init__(self, path: Path, threads: int = 0):
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        # no busy-waiting between runs: the torch ops between the networks need those cores
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(str(path), threads or torch.get_num_threads())
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -424,16 +436,85 @@ class OnnxNetwork:
         return tuple(torch.from_numpy(y) for y in self.session.run(None, feeds))
 
 
+class _Detections(nn.Module):
+    """``DeployedDetector.detect`` without its ``converged`` flag (the exact NMS always converges)."""
+
+    def __init__(self, detector: DeployedDetector):
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, images: torch.Tensor, image_sizes: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.detector.detect(images, image_sizes)[:4]
+
+
+class OnnxDetectorGraphs:
+    """The whole detector, networks *and* everything between them (top-k, decoding, NMS, ROIAlign), as one
+    ONNX Runtime graph per input shape: the CPU's counterpart of :class:`CudaGraphRunner`.
+
+    A shape's graph is traced from the folder's TorchScript networks and :meth:`DeployedDetector.detect`
+    (torchvision's NMS and ROIAlign become ONNX ``NonMaxSuppression`` and ``RoiAlign``) the first time the
+    shape is seen: under a second for the built-in student. It then runs with no Python and no copies
+    between the parts. ``graphs(images, image_sizes)`` returns what ``DeployedDetector.forward`` does, or
+    None for a shape beyond the first ``max_graphs`` or when the exporter fails (said once, in the log):
+    the caller then runs the networks one by one, with the same results up to float rounding.
+    """
+
+    def __init__(self, folder: Path, spec: dict[str, Any], threads: int, max_graphs: int = MAX_ONNX_GRAPHS):
+        self.folder, self.spec, self.threads, self.max_graphs = Path(folder), spec, threads, max_graphs
+        self.sessions: dict[tuple, Any] = {}
+        self.failure: str | None = None  # why no graph could be made (then none is tried again)
+        self.spinning = True
+        self._traced_from: _Detections | None = None
+
+    def __call__(self, images: torch.Tensor, image_sizes: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
+        key = (tuple(images.shape), images.dtype)
+        if key not in self.sessions:
+            if self.failure is not None or len(self.sessions) >= self.max_graphs:
+                return None
+            session = self._build(images, image_sizes)
+            if session is None:
+                return None
+            self.sessions[key] = session
+        outputs = self.sessions[key].run(None, {"images": images.numpy(), "image_sizes": image_sizes.numpy()})
+        return (*(torch.from_numpy(y) for y in outputs), torch.ones((), dtype=torch.bool))
+
+    def _build(self, images: torch.Tensor, image_sizes: torch.Tensor) -> Any:
+        if self._traced_from is None:
+            networks = {name: torch.jit.load(str(self.folder / f)) for name, f in NETWORK_FILES.items()}
+            self._traced_from = _Detections(DeployedDetector(networks, self.spec)).eval()
+        buffer = io.BytesIO()
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # tracer warnings: the shapes are fixed per graph on purpose
+                traced = torch.jit.trace(self._traced_from, (images, image_sizes), check_trace=False)
+                torch.onnx.export(
+                    traced, (images, image_sizes), buffer, input_names=["images", "image_sizes"],
+                    opset_version=17, dynamo=False,
+                )  # fmt: skip
+            return onnx_session(buffer.getvalue(), self.threads, spinning=self.spinning)
+        except Exception as e:  # an exporter without the legacy path, or an operator it lacks
+            self.failure = f"{e.__class__.__name__}: {' '.join(str(e).split())[:300]}"
+            logging.getLogger(__name__).warning(
+                f"No whole-detector ONNX graph ({self.failure}): the networks run one by one."
+            )
+            return None
+
+
 def choose_backend(backend: str, spec: dict[str, Any], device: torch.device) -> str:
-    """The backend that runs a deployed folder's networks (see ``DeployedPredictor``)."""
+    """The backend that runs a deployed folder (see ``DeployedPredictor``)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r} is not one of {BACKENDS}.")
-    if backend == "onnxruntime" and (device.type != "cpu" or not spec.get("onnx")):
-        raise ValueError("The onnxruntime backend runs on the CPU, from a folder that has ONNX networks.")
+    if backend in ("onnxruntime", GRAPH_BACKEND) and (device.type != "cpu" or not spec.get("onnx")):
+        raise ValueError(f"The {backend} backend runs on the CPU, from a folder that has ONNX networks.")
+    if backend == GRAPH_BACKEND and spec["roi"]["kind"] != "fast_rcnn":
+        raise ValueError(
+            "R-FCN has no whole-detector ONNX graph (PS-ROIAlign has no ONNX operator): use the "
+            "onnxruntime backend, which runs its networks one by one."
+        )
     if backend != "auto":
         return backend
     if device.type == "cpu" and spec.get("onnx") and importlib.util.find_spec("onnxruntime") is not None:
-        return "onnxruntime"
+        return GRAPH_BACKEND if spec["roi"]["kind"] == "fast_rcnn" else "onnxruntime"
     return "torchscript"
 
 
@@ -530,9 +611,12 @@ class DeployedPredictor:
                 device is the copy of the results.
             half: run the networks in float16 (CUDA only); boxes and scores stay float32.
             optimize: ``torch.jit.optimize_for_inference`` on the TorchScript networks (CPU).
-            backend: "torchscript", "onnxruntime" (CPU; the folder's ``*.onnx`` networks) or "auto":
-                ONNX Runtime on the CPU where it is installed and the folder has ONNX networks (the faster
-                of the two on these CPUs, see the README), else TorchScript.
+            backend: "torchscript", "onnxruntime" (CPU; the folder's ``*.onnx`` networks, with the code
+                between them run by torch), "onnxruntime_graph" (CPU, Faster R-CNN: the whole detector as
+                one ONNX Runtime graph per input shape, :class:`OnnxDetectorGraphs`, the networks one by
+                one for shapes without a graph) or "auto": the fastest available, measured on these CPUs
+                (README): "onnxruntime_graph" (R-FCN: "onnxruntime") where ONNX Runtime is installed and
+                the folder has ONNX networks, else "torchscript".
             static_nms_rounds: rounds of :func:`matrix_nms` instead of torchvision's NMS (0: torchvision's;
                 with ``cuda_graphs`` 0 means :data:`STATIC_NMS_ROUNDS`). A batch whose static NMS did not
                 converge runs again with exact NMS (counted in ``exact_reruns``).
@@ -543,9 +627,16 @@ class DeployedPredictor:
         if (cuda_graphs or half) and self.device.type != "cuda":
             raise ValueError("cuda_graphs and half need a CUDA device.")
         self.backend = choose_backend(backend, self.spec, self.device)
+        if static_nms_rounds and self.backend == GRAPH_BACKEND:
+            if backend == GRAPH_BACKEND:
+                raise ValueError(
+                    "The onnxruntime_graph backend runs the exact NMS: leave static_nms_rounds at 0."
+                )
+            self.backend = "onnxruntime"  # the static NMS is run between the networks
         networks: dict[str, Any] = {}
+        threads = torch.get_num_threads()
         for name, file in NETWORK_FILES.items():
-            if self.backend == "onnxruntime":
+            if self.backend in ("onnxruntime", GRAPH_BACKEND):
                 networks[name] = OnnxNetwork(folder / ONNX_FILES[name])
                 continue
             net = torch.jit.load(str(folder / file), map_location=self.device)
@@ -561,6 +652,9 @@ class DeployedPredictor:
             self.detector.use_cuda_graphs(static_nms_rounds or STATIC_NMS_ROUNDS)
         elif static_nms_rounds:
             self.detector.nms_iterations = static_nms_rounds
+        self.graphs = (
+            OnnxDetectorGraphs(folder, self.spec, threads) if self.backend == GRAPH_BACKEND else None
+        )
         self.exact_reruns = 0  # batches run again with exact NMS (the static NMS did not converge)
         inp = self.spec["input"]
         self.input_format = inp["format"]
@@ -583,7 +677,7 @@ class DeployedPredictor:
     def model(self, batched_inputs: Sequence[dict], lap: Callable[[str], None] | None = None) -> list[dict]:
         """Detectron2-style inference: ``[{"image", "height", "width"}] -> [{"instances": Instances}]``.
         ``lap(part)`` is called after each part (see ``DeployedDetector.forward``; "preprocess" too)."""
-        if self.backend != "onnxruntime" or torch.get_num_threads() == 1:
+        if self.backend not in ("onnxruntime", GRAPH_BACKEND) or torch.get_num_threads() == 1:
             return self._model(batched_inputs, lap)
         # ONNX Runtime runs the networks on its own threads; the small tensor ops between them are
         # faster on one torch thread than split across several (measured: README, "Deployment").
@@ -601,7 +695,9 @@ class DeployedPredictor:
             tensor, sizes = self.batch([images[i] for i in group])
             if lap is not None:
                 lap("preprocess")
-            outputs = self.detector(tensor, sizes, lap)
+            outputs = self.graphs(tensor, sizes) if self.graphs is not None else None
+            if outputs is None:  # (under a graph the whole detector is timed as "postprocess", as on CUDA)
+                outputs = self.detector(tensor, sizes, lap)
             boxes, scores, classes, valid, converged = (t.cpu() for t in outputs)  # the one wait
             if not converged:  # the static NMS needed more rounds: rare; exact NMS for this batch
                 self.exact_reruns += 1
