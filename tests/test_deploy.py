@@ -24,6 +24,7 @@ from torchvision.ops import batched_nms
 
 from quant_mimic.config import build_config
 from quant_mimic.deploy import DeployedPredictor, export_deployed, fold_batch_norm
+from quant_mimic.deploy.export import BackboneNetwork, fold_input_scale
 from quant_mimic.deploy.runtime import DEPLOY_FILE, decode_boxes, grid_anchors, matrix_nms, resized_shape
 from quant_mimic_tools.deploy import main as deploy_main
 
@@ -78,6 +79,21 @@ def test_folding_batch_norm_keeps_the_outputs_and_removes_the_norms():
     torch.testing.assert_close(folded(x), model(x), atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="eval-mode"):
         fold_batch_norm(model.train())
+
+
+@pytest.mark.parametrize("config", [STUDENT_CONFIG, CONFIGS / "shapes" / "student_VGG32_RFCN_scratch.yaml"])
+def test_the_pixel_std_is_folded_into_the_first_conv_with_the_same_features(config):
+    cfg, model = random_model(config)
+    folded, _ = fold_batch_norm(model)
+    network = BackboneNetwork(folded, list(model.backbone.output_shape()))
+    assert network.std_folded and torch.equal(network.pixel_std, torch.ones_like(network.pixel_std))
+    images = torch.rand(2, len(cfg.MODEL.PIXEL_MEAN), 64, 96) * 255
+    with torch.no_grad():
+        expected = model.backbone((images - model.pixel_mean) / model.pixel_std)
+        for name, got in zip(network.features, network(images)):
+            torch.testing.assert_close(got, expected[name], atol=1e-4, rtol=1e-4)
+    # a backbone whose input does not go to a conv first keeps the division
+    assert not fold_input_scale(nn.Sequential(nn.ReLU(), nn.Conv2d(3, 4, 3)), torch.ones(3), 3)
 
 
 @pytest.mark.parametrize("size", [(6, 7), (48, 48)])

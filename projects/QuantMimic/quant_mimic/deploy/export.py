@@ -33,18 +33,48 @@ CONFIG_FILE = "config.yaml"
 
 class BackboneNetwork(nn.Module):
     """``forward(images Tensor[B, C, H, W], 0-255) -> (Tensor[B, C_f, h_f, w_f] for f in features)``:
-    normalisation ``(x - PIXEL_MEAN) / PIXEL_STD``, then the backbone (+ FPN)."""
+    normalisation ``(x - PIXEL_MEAN) / PIXEL_STD``, then the backbone (+ FPN).
+
+    The division by PIXEL_STD is folded into the first conv's weights where the backbone starts with one
+    (``conv(pad0(x / s)) == conv_{W / s}(pad0(x))``, exact to float rounding): one pass over the image
+    less. ``model`` must be a copy that may be changed (``fold_batch_norm``'s)."""
 
     def __init__(self, model: GeneralizedRCNN, features: list[str]):
         super().__init__()
         self.backbone = model.backbone
         self.register_buffer("pixel_mean", model.pixel_mean.detach().clone(), persistent=False)
-        self.register_buffer("pixel_std", model.pixel_std.detach().clone(), persistent=False)
+        std = model.pixel_std.detach().clone()
+        self.std_folded = fold_input_scale(self.backbone, std.view(-1), len(model.pixel_mean))
+        self.register_buffer("pixel_std", torch.ones_like(std) if self.std_folded else std, persistent=False)
         self.features = features
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        outputs = self.backbone((images - self.pixel_mean) / self.pixel_std)
+        x = images - self.pixel_mean
+        outputs = self.backbone(x if self.std_folded else x / self.pixel_std)
         return tuple(outputs[f] for f in self.features)
+
+
+@torch.no_grad()
+def fold_input_scale(backbone: nn.Module, std: torch.Tensor, channels: int) -> bool:
+    """Divide the weights of the conv that takes ``backbone``'s input by ``std`` (per input channel), in
+    place, if the first module to see the input is a conv (found by running a small input with hooks).
+    Returns whether it folded."""
+    seen: list[nn.Module] = []
+    probe = torch.zeros(1, channels, 64, 64)
+    hooks = [
+        m.register_forward_pre_hook(lambda m, args: seen.append(m) if args and args[0] is probe else None)
+        for m in backbone.modules()
+        if isinstance(m, nn.Conv2d)
+    ]
+    try:
+        backbone(probe)
+    finally:
+        for h in hooks:
+            h.remove()
+    if len(seen) != 1 or seen[0].weight.shape[1] != channels or seen[0].groups != 1:
+        return False
+    seen[0].weight.div_(std.view(1, -1, 1, 1).to(seen[0].weight))
+    return True
 
 
 class RPNHeadNetwork(nn.Module):

@@ -253,11 +253,16 @@ class DeployedDetector(nn.Module):
         tops = []
         for level, (lg, dl) in enumerate(zip(logits, deltas)):
             _, num_anchors, height, width = lg.shape
-            lg = lg.permute(0, 2, 3, 1).reshape(batch, -1).float()
-            dl = dl.view(batch, num_anchors, 4, height, width).permute(0, 3, 4, 1, 2).reshape(batch, -1, 4)
+            # top-k straight on the head's (anchor, y, x) layout: no transpose of the whole maps, only
+            # the k chosen entries are re-indexed (to the anchors' (y, x, anchor) order, detectron2's)
+            cells = height * width
+            lg = lg.reshape(batch, -1).float()
             top_scores, top_idx = lg.topk(min(rpn["pre_nms_topk"], lg.shape[1]), dim=1)
-            top_deltas = dl.gather(1, top_idx.unsqueeze(-1).expand(-1, -1, 4))
-            anchors = self.anchors(level, height, width)[top_idx]
+            anchor, cell = top_idx // cells, top_idx % cells
+            coords = torch.arange(4, device=top_idx.device)
+            delta_idx = (anchor.unsqueeze(-1) * 4 + coords) * cells + cell.unsqueeze(-1)  # [B, k, 4]
+            top_deltas = dl.reshape(batch, -1).gather(1, delta_idx.flatten(1)).view(batch, -1, 4)
+            anchors = self.anchors(level, height, width)[cell * num_anchors + anchor]
             tops.append(
                 (decode_boxes(top_deltas, anchors, rpn["box_weights"], rpn["scale_clamp"]), top_scores)
             )
