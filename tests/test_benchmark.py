@@ -18,7 +18,7 @@ from quant_mimic.analysis import PARTS
 def benchmark(datasets_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("benchmark") / "cost.json"
     env = dict(os.environ, DETECTRON2_DATASETS=str(datasets_root), PYTHONWARNINGS="ignore")
-    cmd = [sys.executable, "-m", "quant_mimic_tools.benchmark", "--steps", "1", "--warmup", "0",
+    cmd = [sys.executable, "-m", "quant_mimic_tools.benchmark", "--steps", "1", "--warmup", "0", "--rounds", "2",
            "--batch", "1", "--threads", "1", "--repeats", "2", "--sizes", "128", "--json", str(out)]  # fmt: skip
     run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -31,6 +31,9 @@ def test_training_ratios_are_printed(benchmark):
     ratios = [float(m) for m in re.findall(r"^QM .*= +([0-9.]+)", stdout, flags=re.M)]
     assert len(ratios) == 4 and all(r > 0 for r in ratios), stdout
     assert ratios[0] == pytest.approx(results["train"]["ratios"]["qm_over_scratch"], abs=0.006)
+    for kind in ("scratch", "teacher_forward", "qm"):  # each kind ran once per round, taking turns
+        run = results["train"][kind]
+        assert run["rounds"] == 2 and run["median_s"] in run["round_medians_s"]
 
 
 def test_inference_table_has_eager_and_deployed_runs_and_their_ratios(benchmark):

@@ -134,19 +134,25 @@ PARTS_LABELS = [("preprocess", "preproc"), ("backbone", "backbone"), ("rpn", "rp
 
 def measure_training(args: argparse.Namespace) -> dict:
     """Each training step kind in its own process; returns their results and the ratios."""
-    results = {}
+    kinds = ("scratch", "teacher_forward", "qm")
+    rounds: dict[str, list[dict]] = {k: [] for k in kinds}
     with tempfile.TemporaryDirectory() as tmp:
         weights = _teacher_weights(tmp)
-        for kind in ("scratch", "teacher_forward", "qm"):
-            cmd = [sys.executable, "-m", "quant_mimic_tools.benchmark", "--steps", str(args.steps)]
-            cmd += ["--warmup", str(args.warmup), "--batch", str(args.batch), "--device", args.device]
-            cmd += ["--threads", str(args.threads), "--data", args.data]
-            cmd += [a for spec in args.dataset for a in ("--dataset", spec)]
-            out = subprocess.run(
-                [*cmd, "--_child", kind, weights], capture_output=True, text=True, check=True
-            )
-            results[kind] = json.loads(out.stdout.strip().splitlines()[-1])
-    scratch, teacher, qm = (results[k]["median_s"] for k in ("scratch", "teacher_forward", "qm"))
+        for _ in range(args.rounds):  # the kinds take turns, so a drift of the machine's speed hits all
+            for kind in kinds:
+                cmd = [sys.executable, "-m", "quant_mimic_tools.benchmark", "--steps", str(args.steps)]
+                cmd += ["--warmup", str(args.warmup), "--batch", str(args.batch), "--device", args.device]
+                cmd += ["--threads", str(args.threads), "--data", args.data]
+                cmd += [a for spec in args.dataset for a in ("--dataset", spec)]
+                out = subprocess.run(
+                    [*cmd, "--_child", kind, weights], capture_output=True, text=True, check=True
+                )
+                rounds[kind].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    results: dict = {}
+    for kind, runs in rounds.items():  # the median round of each kind
+        results[kind] = {**sorted(runs, key=lambda r: r["median_s"])[len(runs) // 2], "rounds": len(runs)}
+        results[kind]["round_medians_s"] = [r["median_s"] for r in runs]
+    scratch, teacher, qm = (results[k]["median_s"] for k in kinds)
     results["ratios"] = {
         "qm_over_scratch": qm / scratch,
         "qm_over_scratch_plus_teacher": qm / (scratch + teacher),
@@ -159,7 +165,7 @@ def measure_training(args: argparse.Namespace) -> dict:
 def print_training(args: argparse.Namespace, results: dict) -> None:
     print(
         f"training: device {args.device}, batch {args.batch}, median of {args.steps} steps after "
-        f"{args.warmup} warm-up"
+        f"{args.warmup} warm-up; each kind's median round of {args.rounds}, the kinds taking turns"
     )
     print(f"{'step':<28}{'median s':>10}{'peak MB':>10}")
     for kind, label in [("scratch", "scratch student step"), ("teacher_forward", "teacher backbone+FPN fwd"),
@@ -398,6 +404,12 @@ def main(argv: list[str] | None = None) -> None:
         "--warmup", type=int, default=3, help="untimed steps / passes first (oneDNN / CUDA warm-up)"
     )
     parser.add_argument("--batch", type=int, default=8, help="images per training step")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="training: rounds of (scratch, teacher forward, QM), each its own process",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
     parser.add_argument(

@@ -776,14 +776,15 @@ def to_instances(
     (``detector_postprocess``: rescale, clip, drop empty boxes)."""
     from detectron2.structures import Boxes, Instances
 
-    scale_y, scale_x = output_size[0] / input_size[0], output_size[1] / input_size[1]
-    boxes = boxes[valid] * boxes.new_tensor([scale_x, scale_y, scale_x, scale_y])
-    boxes = clip_boxes(boxes.unsqueeze(0), torch.tensor([list(output_size)]))[0]
-    nonempty = ((boxes[:, 2] - boxes[:, 0]) > 0) & ((boxes[:, 3] - boxes[:, 1]) > 0)
+    (out_h, out_w), (in_h, in_w) = output_size, input_size
+    keep = valid.numpy()  # numpy: a few microseconds per op on a hundred boxes, where torch takes tens
+    xyxy = boxes.numpy()[keep] * np.array([out_w / in_w, out_h / in_h] * 2, dtype=np.float32)
+    np.clip(xyxy, 0, np.array([out_w, out_h] * 2, dtype=np.float32), out=xyxy)
+    nonempty = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
     result = Instances(tuple(output_size))
-    result.pred_boxes = Boxes(boxes[nonempty])
-    result.scores = scores[valid][nonempty]
-    result.pred_classes = classes[valid][nonempty]
+    result.pred_boxes = Boxes(torch.from_numpy(xyxy[nonempty]))
+    result.scores = torch.from_numpy(scores.numpy()[keep][nonempty])
+    result.pred_classes = torch.from_numpy(classes.numpy()[keep][nonempty])
     return result
 
 

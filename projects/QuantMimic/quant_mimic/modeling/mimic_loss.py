@@ -87,13 +87,15 @@ class MimicLoss(nn.Module):
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """``({"loss_mimic": scalar}, Tensor[N] matching ratio per RoI)``, from one pass over the features."""
         teacher, student = self.compared(features)
-        diff = teacher - student
-        denom = 2 * max(teacher.shape[0], 1)
+        num, per_roi = teacher.shape[0], teacher.shape[1:].numel()
+        diff = (teacher - student).reshape(-1)
+        denom = 2 * max(num, 1)
         if self.normalize == "per_element":
-            denom *= teacher[0].numel() if teacher.shape[0] else 1
-        loss = self.weight * diff.pow(2).sum() / denom
+            denom *= per_roi if num else 1
+        loss = self.weight * torch.dot(diff, diff) / denom  # the sum of squares in one pass
         with torch.no_grad():
-            ratio = (diff.abs() < self.match_threshold).flatten(1).float().mean(dim=1)
+            matched = (diff.abs() < self.match_threshold).view(num, per_roi)
+            ratio = matched.sum(dim=1, dtype=torch.float32) / max(per_roi, 1)
         return {"loss_mimic": loss}, ratio
 
     def forward(self, features: MimicFeatures) -> dict[str, torch.Tensor]:

@@ -16,6 +16,8 @@ QUANTIZER_TYPES = ("uniform", "pow2")
 
 def _uniform_codes(x: torch.Tensor, stride: float) -> torch.Tensor:
     # nearest code; a value exactly half-way goes to the lower code, so everything <= s/2 is 0
+    if stride == 1.0:  # the paper's stride: two passes over the tensor fewer, the same values
+        return torch.ceil(x - 0.5).clamp_(min=0)
     return torch.ceil(x / stride - 0.5).clamp_(min=0) * stride
 
 
@@ -33,11 +35,27 @@ def quantize(x: torch.Tensor, stride: float = 1.0, kind: str = "uniform") -> tor
         raise ValueError(f"Unknown quantizer type {kind!r}: use one of {QUANTIZER_TYPES}.")
     if stride <= 0:
         raise ValueError(f"Quantizer stride must be positive, got {stride}.")
-    with torch.no_grad():
-        codes = _uniform_codes(x, stride) if kind == "uniform" else _pow2_codes(x, stride)
     if not x.requires_grad:
-        return codes
-    return x + (codes - x).detach()
+        return _codes(x, stride, kind)
+    return _StraightThrough.apply(x, stride, kind)
+
+
+def _codes(x: torch.Tensor, stride: float, kind: str) -> torch.Tensor:
+    with torch.no_grad():
+        return _uniform_codes(x, stride) if kind == "uniform" else _pow2_codes(x, stride)
+
+
+class _StraightThrough(torch.autograd.Function):
+    """Forward: the codes; backward: the incoming gradient unchanged. One tensor, where the usual
+    ``x + (codes - x).detach()`` costs two more passes (and rounds the codes by an ulp)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, stride: float, kind: str) -> torch.Tensor:
+        return _codes(x, stride, kind)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        return grad, None, None
 
 
 class Quantizer(nn.Module):
