@@ -120,7 +120,9 @@ def test_the_deployed_model_reaches_the_eager_models_ap(trained, datasets_root, 
         ]
         cfg = build_config(str(STUDENT_CONFIG), overrides)
         predictor = DeployedPredictor(build_and_export(cfg, tmp_path / "deployed"))
+        assert predictor.backend == "onnxruntime_graph"  # the CPU default: the whole detector in one graph
         deployed = evaluate(predictor, cfg)["bbox"]
+        assert predictor.graphs.sessions and predictor.graphs.failure is None
     assert eager["AP50"] > 0
     assert deployed["AP"] == pytest.approx(eager["AP"], abs=0.3)
     assert deployed["AP50"] == pytest.approx(eager["AP50"], abs=0.3)
