@@ -465,7 +465,9 @@ class OnnxDetectorGraphs:
     """
 
     def __init__(self, folder: Path, spec: dict[str, Any], threads: int, max_graphs: int = MAX_ONNX_GRAPHS):
-        self.folder, self.spec, self.threads, self.max_graphs = Path(folder), spec, threads, max_graphs
+        self.spec, self.threads, self.max_graphs = spec, threads, max_graphs
+        # the networks to trace, read now: the folder may be gone by the first call (demo.py's temporary one)
+        self.sources = {name: (Path(folder) / f).read_bytes() for name, f in NETWORK_FILES.items()}
         self.sessions: dict[tuple, Any] = {}
         self.failure: str | None = None  # why no graph could be made (then none is tried again)
         self.spinning = True
@@ -485,7 +487,7 @@ class OnnxDetectorGraphs:
 
     def _build(self, images: torch.Tensor, image_sizes: torch.Tensor) -> Any:
         if self._traced_from is None:
-            networks = {name: torch.jit.load(str(self.folder / f)) for name, f in NETWORK_FILES.items()}
+            networks = {name: torch.jit.load(io.BytesIO(data)) for name, data in self.sources.items()}
             self._traced_from = _Detections(DeployedDetector(networks, self.spec)).eval()
         buffer = io.BytesIO()
         try:
