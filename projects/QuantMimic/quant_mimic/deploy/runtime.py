@@ -263,13 +263,13 @@ class DeployedDetector(nn.Module):
             delta_idx = (anchor.unsqueeze(-1) * 4 + coords) * cells + cell.unsqueeze(-1)  # [B, k, 4]
             top_deltas = dl.reshape(batch, -1).gather(1, delta_idx.flatten(1)).view(batch, -1, 4)
             anchors = self.anchors(level, height, width)[cell * num_anchors + anchor]
-            tops.append(
-                (decode_boxes(top_deltas, anchors, rpn["box_weights"], rpn["scale_clamp"]), top_scores)
-            )
-        # every level padded to the same k (score -inf: never kept): Tensor[B, L, k]
-        k = max(sc.shape[1] for _, sc in tops)
-        boxes = torch.stack([F.pad(b, (0, 0, 0, k - b.shape[1])) for b, _ in tops], dim=1)
-        scores = torch.stack([F.pad(sc, (0, k - sc.shape[1]), value=-math.inf) for _, sc in tops], dim=1)
+            tops.append((top_deltas, anchors, top_scores))
+        # every level padded to the same k (score -inf: never kept), then decoded at once: Tensor[B, L, k]
+        k = max(sc.shape[1] for *_, sc in tops)
+        deltas = torch.stack([F.pad(d, (0, 0, 0, k - d.shape[1])) for d, _, _ in tops], dim=1)
+        anchors = torch.stack([F.pad(a, (0, 0, 0, k - a.shape[-2])) for _, a, _ in tops], dim=-3)
+        scores = torch.stack([F.pad(sc, (0, k - sc.shape[1]), value=-math.inf) for *_, sc in tops], dim=1)
+        boxes = decode_boxes(deltas, anchors, rpn["box_weights"], rpn["scale_clamp"])
         valid = torch.isfinite(boxes).all(-1) & torch.isfinite(scores)
         boxes = clip_boxes(torch.where(valid.unsqueeze(-1), boxes, boxes.new_zeros(())), image_sizes)
         size = rpn["min_box_size"]

@@ -87,15 +87,13 @@ class MimicLoss(nn.Module):
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """``({"loss_mimic": scalar}, Tensor[N] matching ratio per RoI)``, from one pass over the features."""
         teacher, student = self.compared(features)
-        num, per_roi = teacher.shape[0], teacher.shape[1:].numel()
+        num, per_roi = teacher.shape[0], teacher.shape[1:].numel()  # RoIs, elements per RoI
         diff = (teacher - student).reshape(-1)
-        denom = 2 * max(num, 1)
-        if self.normalize == "per_element":
-            denom *= per_roi if num else 1
+        denom = 2 * max(num, 1) * (per_roi if self.normalize == "per_element" else 1)
         loss = self.weight * torch.dot(diff, diff) / denom  # the sum of squares in one pass
         with torch.no_grad():
             matched = (diff.abs() < self.match_threshold).view(num, per_roi)
-            ratio = matched.sum(dim=1, dtype=torch.float32) / max(per_roi, 1)
+            ratio = torch.count_nonzero(matched, dim=1) / per_roi
         return {"loss_mimic": loss}, ratio
 
     def forward(self, features: MimicFeatures) -> dict[str, torch.Tensor]:
