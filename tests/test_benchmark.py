@@ -18,7 +18,7 @@ from quant_mimic.analysis import PARTS
 def benchmark(datasets_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("benchmark") / "cost.json"
     env = dict(os.environ, DETECTRON2_DATASETS=str(datasets_root), PYTHONWARNINGS="ignore")
-    cmd = [sys.executable, "-m", "quant_mimic_tools.benchmark", "--steps", "1", "--warmup", "0", "--rounds", "2",
+    cmd = [sys.executable, "-m", "quant_mimic_tools.benchmark", "--steps", "1", "--warmup", "0", "--rounds", "2", "--infer-rounds", "2",
            "--batch", "1", "--threads", "1", "--repeats", "2", "--sizes", "128", "--json", str(out)]  # fmt: skip
     run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -65,6 +65,11 @@ def test_inference_table_has_eager_and_deployed_runs_and_their_ratios(benchmark)
         ms("student", "eager") / ms("student", best["student"])
     )
     assert 0 < ratios["student_share_outside_backbone"] < 1
+    for name in ("teacher", "student"):  # the ways to run took turns over 2 rounds; each its median round
+        for kind, run in measured[name].items():
+            assert (
+                len(run["round_totals_ms"]) == 2 and run["latency_ms"]["total"] in run["round_totals_ms"]
+            ), kind
     # a whole-detector graph has no backbone lap: the share takes the backbone time of its networks' run
     networks = "onnxruntime" if best["student"] == "onnxruntime_graph" else best["student"]
     backbone = measured["student"][networks]["latency_ms"]["backbone"]

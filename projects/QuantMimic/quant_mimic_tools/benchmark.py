@@ -1,7 +1,7 @@
 """Cost of Quantization Mimic: training steps against a scratch student, and teacher vs student inference.
 
-    python -m quant_mimic_tools.benchmark [--steps 10] [--warmup 3] [--batch 8] [--device cpu] [--threads N]
-                                          [--sizes 192 600] [--repeats 20]
+    python -m quant_mimic_tools.benchmark [--steps 10] [--warmup 3] [--batch 8] [--rounds 3] [--device cpu]
+                                          [--threads N] [--sizes 192 600] [--repeats 20] [--infer-rounds 3]
                                           [--teacher-config F] [--student-config F]
                                           [--skip-train] [--skip-infer] [--json out.json]
 
@@ -9,7 +9,8 @@ Training (skip with ``--skip-train``): for one batch of the built-in data set, t
 scratch student step, of the teacher's backbone+FPN forward alone, and of a QM step (student step +
 teacher features + mimic loss), the ratio QM / (scratch + 1.3 x teacher forward) (the target is <= 1: no
 wasted teacher work), and the peak memory of each step kind (CUDA: max allocated; CPU: growth of the
-peak RSS, each kind measured in its own process).
+peak RSS, each kind measured in its own process). The three kinds take turns over ``--rounds`` rounds and
+each keeps its median round, so a drift of the machine's speed (seen here: 30% within minutes) hits all.
 
 Inference (skip with ``--skip-infer``): for the teacher and the student config (default
 ``configs/shapes/teacher_R18_2_FPN.yaml`` and ``configs/shapes/student_R18_16_FPN_scratch.yaml``), at each
@@ -17,8 +18,10 @@ of ``--sizes`` (square images fed at that size; default 192, the test size; the 
 fvcore GFLOPs (1 multiply-add = 1 flop) and the median latency, total and per part (preprocess,
 backbone+FPN, RPN, ROI heads, post-processing: see :mod:`quant_mimic.analysis`), of each way to run
 the model: ``eager`` (detectron2's GeneralizedRCNN) and its deployed form (:mod:`quant_mimic.deploy`)
-with each backend (``torchscript``; ``onnxruntime`` on the CPU; on CUDA also ``cuda_graphs`` and
-``cuda_graphs_fp16``), at each of ``--infer-batches``; then the ratios measured in the same run. Then the
+with each backend (``torchscript``; ``onnxruntime`` and ``onnxruntime_graph`` on the CPU; on CUDA also
+``cuda_graphs`` and ``cuda_graphs_fp16``), at each of ``--infer-batches``; then the ratios measured in the
+same run. The ways to run take turns over ``--infer-rounds`` rounds (``--repeats`` split over them), each
+keeping its median round. Then the
 same for the paper's speed row (WIDER FACE VGG-1-4 vs VGG-1-32 R-FCN, grayscale, 768x1024; skip with
 ``--skip-paper-row``). Weights are random unless ``--teacher-weights`` / ``--student-weights`` are given:
 latency does not depend on their values, except post-processing, which grows with the number of boxes
@@ -34,6 +37,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import resource
 import shutil
 import statistics
@@ -233,26 +237,44 @@ def measure_pair(args: argparse.Namespace, configs: dict, weights: dict, sizes: 
         for height, width in sizes:
             key = f"{height}x{width}" if height != width else str(height)
             row: dict = {}
-            for name, cfg in cfgs.items():
-                cost = model_cost(
-                    cfg, height, width, repeats=args.repeats, warmup=args.warmup, model=models[name]
-                )
-                row[name] = {"eager": cost}
-                for kind, predictor in predictors[name].items():
-                    if predictor is None:
-                        continue
-                    for batch in args.infer_batches:
-                        label = kind if batch == 1 else f"{kind}_b{batch}"
-                        repeats = args.repeats if batch == 1 else max(3, args.repeats // 4)
-                        try:
-                            row[name][label] = deployed_latency(
-                                predictor, height, width, batch, repeats, args.warmup
-                            )
-                        except RuntimeError as e:  # one way to run failing here must not hide the others
-                            row[name][label] = {"error": " ".join(str(e).split())[:200]}
+            # every way to run takes turns over --infer-rounds rounds (a drift of the machine's speed hits
+            # them all alike); each keeps its median round
+            per_round = max(2, math.ceil(args.repeats / args.infer_rounds))
+            rounds: dict = {name: {} for name in cfgs}
+            for _ in range(args.infer_rounds):
+                for name, cfg in cfgs.items():
+                    rounds[name].setdefault("eager", []).append(
+                        model_cost(
+                            cfg, height, width, repeats=per_round, warmup=args.warmup, model=models[name]
+                        )
+                    )
+                    for kind, predictor in predictors[name].items():
+                        if predictor is None:
+                            continue
+                        for batch in args.infer_batches:
+                            label = kind if batch == 1 else f"{kind}_b{batch}"
+                            repeats = per_round if batch == 1 else max(2, per_round // 4)
+                            try:
+                                measured = deployed_latency(
+                                    predictor, height, width, batch, repeats, args.warmup
+                                )
+                            except RuntimeError as e:  # one way to run failing must not hide the others
+                                measured = {"error": " ".join(str(e).split())[:200]}
+                            rounds[name].setdefault(label, []).append(measured)
+            for name in cfgs:
+                row[name] = {label: median_round(runs) for label, runs in rounds[name].items()}
             row["ratios"] = pair_ratios(row)
             results[key] = row
     return results
+
+
+def median_round(runs: list[dict]) -> dict:
+    """The round with the median total latency (an error if any round failed), with every round's total."""
+    failed = [r for r in runs if "error" in r]
+    if failed:
+        return failed[0]
+    ordered = sorted(runs, key=lambda r: r["latency_ms"]["total"])
+    return {**ordered[len(ordered) // 2], "round_totals_ms": [r["latency_ms"]["total"] for r in runs]}
 
 
 def best_deployed(measured: dict) -> str:
@@ -372,8 +394,10 @@ def print_inference(args: argparse.Namespace, results: dict) -> None:
     import torch
 
     print(
-        f"inference: device {args.device}, {torch.get_num_threads()} thread(s), median of {args.repeats} passes "
-        f"after {args.warmup} warm-up; times in ms (per batch); eager = detectron2's GeneralizedRCNN"
+        f"inference: device {args.device}, {torch.get_num_threads()} thread(s); {args.infer_rounds} rounds in which "
+        f"every way to run takes its turn, each round the median of {max(2, -(-args.repeats // args.infer_rounds))} "
+        f"passes after {args.warmup} warm-up; each way's median round; times in ms (per batch); eager = "
+        "detectron2's GeneralizedRCNN"
     )
     print_pair(args, results["shapes"], "built-in data set pair")
     if "paper_row" in results:
@@ -416,6 +440,12 @@ def main(argv: list[str] | None = None) -> None:
         "--sizes", type=int, nargs="+", default=[192], help="inference image sizes (square, px)"
     )
     parser.add_argument("--repeats", type=int, default=20, help="timed inference passes per model and size")
+    parser.add_argument(
+        "--infer-rounds",
+        type=int,
+        default=3,
+        help="inference: rounds the ways to run take turns in (repeats split over them)",
+    )
     parser.add_argument("--teacher-config", default=str(CONFIGS / "shapes" / "teacher_R18_2_FPN.yaml"))
     parser.add_argument(
         "--student-config", default=str(CONFIGS / "shapes" / "student_R18_16_FPN_scratch.yaml")
