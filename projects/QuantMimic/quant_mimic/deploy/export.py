@@ -32,8 +32,9 @@ CONFIG_FILE = "config.yaml"
 
 
 class BackboneNetwork(nn.Module):
-    """``forward(images Tensor[B, C, H, W], 0-255) -> (Tensor[B, C_f, h_f, w_f] for f in features)``:
-    normalisation ``(x - PIXEL_MEAN) / PIXEL_STD``, then the backbone (+ FPN).
+    """``forward(images Tensor[B, C, H, W]: 0-255 minus PIXEL_MEAN, padding 0) -> (Tensor[B, C_f, h_f, w_f]
+    for f in features)``: division by PIXEL_STD, then the backbone (+ FPN). The runtime subtracts the mean
+    while it copies the images into the batch (no pass of its own).
 
     The division by PIXEL_STD is folded into the first conv's weights where the backbone starts with one
     (``conv(pad0(x / s)) == conv_{W / s}(pad0(x))``, exact to float rounding): one pass over the image
@@ -42,15 +43,13 @@ class BackboneNetwork(nn.Module):
     def __init__(self, model: GeneralizedRCNN, features: list[str]):
         super().__init__()
         self.backbone = model.backbone
-        self.register_buffer("pixel_mean", model.pixel_mean.detach().clone(), persistent=False)
         std = model.pixel_std.detach().clone()
         self.std_folded = fold_input_scale(self.backbone, std.view(-1), len(model.pixel_mean))
         self.register_buffer("pixel_std", torch.ones_like(std) if self.std_folded else std, persistent=False)
         self.features = features
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        x = images - self.pixel_mean
-        outputs = self.backbone(x if self.std_folded else x / self.pixel_std)
+        outputs = self.backbone(images if self.std_folded else images / self.pixel_std)
         return tuple(outputs[f] for f in self.features)
 
 

@@ -1,12 +1,14 @@
 """The deployed detector: a folder written by :func:`quant_mimic.deploy.export_deployed`, loaded and run.
 
 The folder holds ``deploy.json`` (test-time settings, anchors, input format, class names) and three
-traced TorchScript networks (frozen when loaded), batch norm folded into their convs: ``backbone.ts`` (backbone + FPN),
-``rpn_head.ts`` (the RPN head's convs) and ``head.ts`` (Faster R-CNN: box head + predictor; R-FCN: the
-position-sensitive score-map convs). Everything between the networks runs here, batched over the images
-of a call, with fixed-size top-k and one NMS call per stage for all images:
+traced TorchScript networks (frozen when loaded; also as ONNX), batch norm folded into their convs:
+``backbone.ts`` (backbone + FPN, 1/PIXEL_STD folded into its first conv), ``rpn_head.ts`` (the RPN head's
+convs) and ``head.ts`` (Faster R-CNN: box head + predictor; R-FCN: the position-sensitive score-map convs).
+Everything between the networks runs here, batched over the images of a call, with fixed-size top-k and
+one NMS call per stage for all images (on the CPU, all of it in one ONNX Runtime graph per input shape,
+:class:`OnnxDetectorGraphs`):
 
-    images -> backbone.ts -> rpn_head.ts
+    images - PIXEL_MEAN, padded -> backbone.ts -> rpn_head.ts
            -> per level: top-k anchors by objectness, decode, clip, drop small boxes
            -> one NMS over (image, level) groups -> top POST_NMS_TOPK proposals per image
            -> ROIAlign (FPN level per box) -> head.ts | PS-ROIAlign + voting (R-FCN)
@@ -45,7 +47,7 @@ BACKENDS = ("auto", "torchscript", "onnxruntime", GRAPH_BACKEND)
 # input shapes that get a whole-detector ONNX graph; further shapes run network by network
 MAX_ONNX_GRAPHS = 8
 PARTS = ("backbone", "rpn", "roi_heads", "postprocess")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the backbone network takes mean-subtracted images (1: raw 0-255)
 # rounds of the static NMS under a CUDA graph (see matrix_nms; more rounds fall back to exact NMS)
 STATIC_NMS_ROUNDS = 12
 # the largest RPN pre-NMS top-k per level the static NMS takes (a K x K matrix per image and level)
@@ -187,8 +189,8 @@ def matrix_nms(
 class DeployedDetector(nn.Module):
     """Batched inference of a deployed two-stage detector (Faster R-CNN / R-FCN).
 
-    ``forward(images Tensor[B, C, H, W] normalised and padded, image_sizes Tensor[B, 2] (h, w) before
-    padding)`` returns fixed-size tensors: boxes Tensor[B, D, 4] (XYXY, network input pixels), scores
+    ``forward(images Tensor[B, C, H, W] minus the pixel mean and padded with 0 (``DeployedPredictor.batch``),
+    image_sizes Tensor[B, 2] (h, w) before padding)`` returns fixed-size tensors: boxes Tensor[B, D, 4] (XYXY, network input pixels), scores
     Tensor[B, D], classes Tensor[B, D] (int64) and valid Tensor[B, D] (bool: a detection, not padding),
     D = ``DETECTIONS_PER_IMAGE``, best first. Nothing in it waits on the device.
     """
@@ -670,14 +672,21 @@ class DeployedPredictor:
         self.metadata = {"thing_classes": self.spec["classes"]}
 
     def batch(self, images: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pad Tensor[C, H, W] images (model format, 0-255) into one Tensor[B, C, H', W'] (H', W' multiples
-        of the backbone's size divisibility) and give their sizes. The padding is the pixel mean: the
-        backbone network normalises (``(x - mean) / std``) first, so it is 0 there, as detectron2 pads."""
+        """Tensor[C, H, W] images (model format, 0-255) minus the pixel mean, padded with 0 into one
+        Tensor[B, C, H', W'] (H', W' multiples of the backbone's size divisibility; detectron2 pads the
+        normalised images with 0 too), and their sizes. The backbone network divides by the pixel std."""
         sizes = torch.tensor([list(im.shape[-2:]) for im in images], dtype=torch.int64)
         height, width = self.padded_size(*sizes.max(0).values.tolist())
-        out = self.pixel_mean.to(self.dtype).expand(len(images), -1, height, width).clone()
+        out = torch.zeros(
+            (len(images), len(self.pixel_mean), height, width), dtype=self.dtype, device=self.device
+        )
         for i, im in enumerate(images):  # uint8 images (as detectron2's loaders give) cross to a GPU as uint8
-            out[i, :, : im.shape[-2], : im.shape[-1]] = im.to(self.device, non_blocking=True)
+            # minus the pixel mean as they are copied in, so the networks do not make a pass of their own
+            torch.sub(
+                im.to(self.device, non_blocking=True),
+                self.pixel_mean,
+                out=out[i, :, : im.shape[-2], : im.shape[-1]],
+            )
         return out, sizes.to(self.device, non_blocking=True)
 
     @torch.no_grad()
