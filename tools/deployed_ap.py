@@ -62,12 +62,13 @@ def main(argv: list[str] | None = None) -> None:
         folder = export_deployed(cfg, model, Path(tmp) / "deployed")
         for name, kwargs in runs.items():
             predictor = DeployedPredictor(folder, args.device, **kwargs)
+            name = f"{name} ({predictor.backend})"
             results[name] = ap(predictor.as_module())
             results[name]["exact_reruns"] = predictor.exact_reruns
     eager = results["eager"]["AP"]
-    print(f"{'run':<28}{'AP':>7}{'AP50':>7}{'AP - eager AP':>15}  ({dataset}, {args.device})")
+    print(f"{'run':<40}{'AP':>7}{'AP50':>7}{'AP - eager AP':>15}  ({dataset}, {args.device})")
     for name, m in results.items():
-        print(f"{name:<28}{m['AP']:>7.2f}{m['AP50']:>7.2f}{m['AP'] - eager:>15.2f}")
+        print(f"{name:<40}{m['AP']:>7.2f}{m['AP50']:>7.2f}{m['AP'] - eager:>15.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 
