@@ -117,3 +117,16 @@ def test_dry_run_prints_the_teachers_then_every_student(tmp_path, capsys):
     assert not (tmp_path / "s").exists()  # a dry run writes nothing
     with pytest.raises(SystemExit):
         study.main(["--max-iter", "100", "--eval-period", "80", "--dry-run"])
+
+
+def test_by_default_the_study_trains_its_own_teachers_on_the_students_schedule(tmp_path, capsys):
+    out = tmp_path / "s"
+    study.main(["--dry-run", "--output", str(out), "--seeds", "0", "--only", "main"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    teacher, quant, *students = lines
+    assert f"OUTPUT_DIR {out / 'teachers' / 'teacher_R18_2_FPN'}" in teacher
+    assert "SOLVER.MAX_ITER 2000" in teacher and "SOLVER.STEPS (1600,)" in teacher  # as long as its students
+    assert "SOLVER.MAX_ITER" not in quant  # the Q fine-tuning keeps its config's iterations
+    assert f"MODEL.WEIGHTS {out / 'teachers' / 'teacher_R18_2_FPN' / 'model_final.pth'}" in quant
+    qm = next(line for line in students if "qm_seed0" in line)
+    assert f"TEACHER_WEIGHTS {out / 'teachers' / 'teacher_R18_2_FPN_quant' / 'model_final.pth'}" in qm
