@@ -203,7 +203,12 @@ def ap_curves(output: Path, arms: list[Arm], seeds: dict[bool, list[int]], path:
 
     fig, ax = plt.subplots(figsize=(8, 4.8))
     for arm in arms:
-        curves = [dict(evaluations(output / f"{arm.name}_seed{s}")) for s in seeds[arm.main]]
+        finished = [
+            s for s in seeds[arm.main] if read_final_metrics(output / f"{arm.name}_seed{s}") is not None
+        ]
+        curves = [
+            dict(evaluations(output / f"{arm.name}_seed{s}")) for s in finished
+        ]  # as the tables: finished runs
         curves = [c for c in curves if c]
         if not curves:
             continue
