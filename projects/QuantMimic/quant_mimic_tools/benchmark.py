@@ -46,6 +46,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -152,10 +153,10 @@ def measure_training(args: argparse.Namespace) -> dict:
                     [*cmd, "--_child", kind, weights], capture_output=True, text=True, check=True
                 )
                 rounds[kind].append(json.loads(out.stdout.strip().splitlines()[-1]))
-    results: dict = {}
-    for kind, runs in rounds.items():  # the median round of each kind
-        results[kind] = {**sorted(runs, key=lambda r: r["median_s"])[len(runs) // 2], "rounds": len(runs)}
-        results[kind]["round_medians_s"] = [r["median_s"] for r in runs]
+    results = {
+        kind: {**median_round(runs, lambda r: r["median_s"], "round_medians_s"), "rounds": len(runs)}
+        for kind, runs in rounds.items()
+    }
     scratch, teacher, qm = (results[k]["median_s"] for k in kinds)
     results["ratios"] = {
         "qm_over_scratch": qm / scratch,
@@ -239,7 +240,7 @@ def measure_pair(args: argparse.Namespace, configs: dict, weights: dict, sizes: 
             row: dict = {}
             # every way to run takes turns over --infer-rounds rounds (a drift of the machine's speed hits
             # them all alike); each keeps its median round
-            per_round = max(2, math.ceil(args.repeats / args.infer_rounds))
+            per_round = passes_per_round(args)
             rounds: dict = {name: {} for name in cfgs}
             for _ in range(args.infer_rounds):
                 for name, cfg in cfgs.items():
@@ -262,19 +263,28 @@ def measure_pair(args: argparse.Namespace, configs: dict, weights: dict, sizes: 
                                 measured = {"error": " ".join(str(e).split())[:200]}
                             rounds[name].setdefault(label, []).append(measured)
             for name in cfgs:
-                row[name] = {label: median_round(runs) for label, runs in rounds[name].items()}
+                row[name] = {
+                    label: median_round(runs, lambda r: r["latency_ms"]["total"], "round_totals_ms")
+                    for label, runs in rounds[name].items()
+                }
             row["ratios"] = pair_ratios(row)
             results[key] = row
     return results
 
 
-def median_round(runs: list[dict]) -> dict:
-    """The round with the median total latency (an error if any round failed), with every round's total."""
+def median_round(runs: list[dict], time: Callable[[dict], float], record: str) -> dict:
+    """The round whose ``time`` is the median (an error if any round failed), with every round's time
+    under ``record``."""
     failed = [r for r in runs if "error" in r]
     if failed:
         return failed[0]
-    ordered = sorted(runs, key=lambda r: r["latency_ms"]["total"])
-    return {**ordered[len(ordered) // 2], "round_totals_ms": [r["latency_ms"]["total"] for r in runs]}
+    ordered = sorted(runs, key=time)
+    return {**ordered[len(ordered) // 2], record: [time(r) for r in runs]}
+
+
+def passes_per_round(args: argparse.Namespace) -> int:
+    """Timed inference passes of each way to run in each round: ``--repeats`` split over the rounds."""
+    return max(2, math.ceil(args.repeats / args.infer_rounds))
 
 
 def best_deployed(measured: dict) -> str:
@@ -395,7 +405,7 @@ def print_inference(args: argparse.Namespace, results: dict) -> None:
 
     print(
         f"inference: device {args.device}, {torch.get_num_threads()} thread(s); {args.infer_rounds} rounds in which "
-        f"every way to run takes its turn, each round the median of {max(2, -(-args.repeats // args.infer_rounds))} "
+        f"every way to run takes its turn, each round the median of {passes_per_round(args)} "
         f"passes after {args.warmup} warm-up; each way's median round; times in ms (per batch); eager = "
         "detectron2's GeneralizedRCNN"
     )

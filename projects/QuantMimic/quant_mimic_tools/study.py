@@ -34,7 +34,7 @@ import json
 import math
 import statistics
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .pipeline import Stage, chain, run_stage, stage_command
@@ -114,8 +114,7 @@ def teacher_chain(teachers: Path, own: bool, schedule: list[str]) -> list[Stage]
     scratch student reaches 60) would be no teacher. The Q fine-tuning keeps its config's 100 iterations."""
     stages = chain(teachers, [], setting=SHAPES)
     if own:
-        first = stages[0]
-        stages[0] = Stage(first.name, first.config, first.description, [*first.opts, *schedule], first.paper)
+        stages[0] = replace(stages[0], opts=[*stages[0].opts, *schedule])
     return stages
 
 
@@ -295,10 +294,9 @@ def main(argv: list[str] | None = None) -> None:
     schedule = {"max_iter": args.max_iter, "eval_period": args.eval_period, "smoke": args.smoke,
                 "teachers": str(teachers)}  # fmt: skip
     extra = (list(SHAPES.smoke_opts) if args.smoke else []) + list(args.opts)
-    teacher_stages = teacher_chain(
-        teachers, args.teachers is None, schedule_opts(args.max_iter, args.eval_period)
-    )
-    stages = student_stages(arms, seeds, output, teachers, schedule_opts(args.max_iter, args.eval_period))
+    run_schedule = schedule_opts(args.max_iter, args.eval_period)
+    teacher_stages = teacher_chain(teachers, args.teachers is None, run_schedule)
+    stages = student_stages(arms, seeds, output, teachers, run_schedule)
     if args.dry_run:
         for stage in teacher_stages:
             print(" ".join(stage_command(stage, teachers, extra)))

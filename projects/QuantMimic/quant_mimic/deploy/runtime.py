@@ -43,7 +43,8 @@ DEPLOY_FILE = "deploy.json"
 NETWORK_FILES = {"backbone": "backbone.ts", "rpn_head": "rpn_head.ts", "head": "head.ts"}
 ONNX_FILES = {"backbone": "backbone.onnx", "rpn_head": "rpn_head.onnx", "head": "head.onnx"}
 GRAPH_BACKEND = "onnxruntime_graph"  # the whole detector as one ONNX Runtime graph per input shape (CPU)
-BACKENDS = ("auto", "torchscript", "onnxruntime", GRAPH_BACKEND)
+ONNX_BACKENDS = ("onnxruntime", GRAPH_BACKEND)  # the backends that run the folder's ONNX networks
+BACKENDS = ("auto", "torchscript", *ONNX_BACKENDS)
 # input shapes that get a whole-detector ONNX graph; further shapes run network by network
 MAX_ONNX_GRAPHS = 8
 PARTS = ("backbone", "rpn", "roi_heads", "postprocess")
@@ -472,7 +473,6 @@ class OnnxDetectorGraphs:
         self.sources = {name: (Path(folder) / f).read_bytes() for name, f in NETWORK_FILES.items()}
         self.sessions: dict[tuple, Any] = {}
         self.failure: str | None = None  # why no graph could be made (then none is tried again)
-        self.spinning = True
         self._traced_from: _Detections | None = None
 
     def __call__(self, images: torch.Tensor, image_sizes: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
@@ -500,7 +500,7 @@ class OnnxDetectorGraphs:
                     traced, (images, image_sizes), buffer, input_names=["images", "image_sizes"],
                     opset_version=17, dynamo=False,
                 )  # fmt: skip
-            return onnx_session(buffer.getvalue(), self.threads, spinning=self.spinning)
+            return onnx_session(buffer.getvalue(), self.threads, spinning=True)  # no torch ops between
         except Exception as e:  # an exporter without the legacy path, or an operator it lacks
             self.failure = f"{e.__class__.__name__}: {' '.join(str(e).split())[:300]}"
             logging.getLogger(__name__).warning(
@@ -513,7 +513,7 @@ def choose_backend(backend: str, spec: dict[str, Any], device: torch.device) -> 
     """The backend that runs a deployed folder (see ``DeployedPredictor``)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r} is not one of {BACKENDS}.")
-    if backend in ("onnxruntime", GRAPH_BACKEND) and (device.type != "cpu" or not spec.get("onnx")):
+    if backend in ONNX_BACKENDS and (device.type != "cpu" or not spec.get("onnx")):
         raise ValueError(f"The {backend} backend runs on the CPU, from a folder that has ONNX networks.")
     if backend == GRAPH_BACKEND and spec["roi"]["kind"] != "fast_rcnn":
         raise ValueError(
@@ -645,7 +645,7 @@ class DeployedPredictor:
         networks: dict[str, Any] = {}
         threads = torch.get_num_threads()
         for name, file in NETWORK_FILES.items():
-            if self.backend in ("onnxruntime", GRAPH_BACKEND):
+            if self.backend in ONNX_BACKENDS:
                 networks[name] = OnnxNetwork(folder / ONNX_FILES[name])
                 continue
             net = torch.jit.load(str(folder / file), map_location=self.device)
@@ -693,7 +693,7 @@ class DeployedPredictor:
     def model(self, batched_inputs: Sequence[dict], lap: Callable[[str], None] | None = None) -> list[dict]:
         """Detectron2-style inference: ``[{"image", "height", "width"}] -> [{"instances": Instances}]``.
         ``lap(part)`` is called after each part (see ``DeployedDetector.forward``; "preprocess" too)."""
-        if self.backend not in ("onnxruntime", GRAPH_BACKEND) or torch.get_num_threads() == 1:
+        if self.backend not in ONNX_BACKENDS or torch.get_num_threads() == 1:
             return self._model(batched_inputs, lap)
         # ONNX Runtime runs the networks on its own threads; the small tensor ops between them are
         # faster on one torch thread than split across several (measured: README, "Deployment").
