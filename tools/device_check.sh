@@ -4,22 +4,28 @@
 # fp16) and a short QM training run whose iteration time is compared with the benchmark's step.
 # Usage on the device: bash tools/device_check.sh TEACHER_WEIGHTS QUANT_TEACHER_WEIGHTS STUDENT_WEIGHTS
 # Writes its logs and JSON under $OUT (default output/device_check).
+# QUICK=1: only the CUDA tests and the benchmark at 600 px (batch 1 and 32), in about 3 minutes.
 set -uo pipefail
 TEACHER=$1 QUANT_TEACHER=$2 STUDENT=$3
 OUT=${OUT:-output/device_check}
-mkdir -p "$OUT"
-S=$(mktemp -d)
-python3 -m pip install -q --no-index --no-deps --no-compile --target "$S" .whl/*.whl || exit 1
-export PYTHONPATH=$S:$PWD/projects/QuantMimic PYTHONUNBUFFERED=1
+source tools/device_env.sh
 CONFIGS=projects/QuantMimic/configs
-step() { echo; echo "=== $1 ($(date +%T))"; }
 
 step "device"
 nvidia-smi -L; python3 -m quant_mimic_tools.collect_env 2>&1 | grep -iE "torch|cuda|gpu|detectron2" | head -8
 
 step "CUDA tests (deployed CUDA graphs / fp16 against the CPU, static NMS, AMP step)"
-timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_deploy.py tests/test_quant_mimic.py \
+timeout 90 python3 -m pytest -q -p no:cacheprovider tests/test_deploy.py tests/test_quant_mimic.py \
     -k "cuda or static or amp" 2>&1 | tail -6
+
+if [ "${QUICK:-0}" = 1 ]; then
+    step "benchmark (600 px)"
+    timeout 150 python3 -m quant_mimic_tools.benchmark --device cuda --sizes 600 --infer-batches 1 32 \
+        --repeats 20 --warmup 3 --infer-rounds 2 --skip-train --teacher-weights "$TEACHER" \
+        --student-weights "$STUDENT" --json "$OUT/benchmark_cuda.json" 2>&1 | grep -vE "^\[[0-9]|INFO|WARN" \
+        | tee "$OUT/benchmark_cuda.txt"
+    exit 0
+fi
 
 step "AP: eager vs deployed (exact NMS, CUDA graphs + static NMS, fp16) on the built-in val set"
 timeout 300 python3 tools/deployed_ap.py --config-file $CONFIGS/shapes/student_R18_16_FPN_scratch.yaml \

@@ -173,6 +173,12 @@ def stage_command(
     return cmd + [*stage.opts, *extra_opts, "OUTPUT_DIR", str(out)]
 
 
+def _say(text: str) -> None:
+    """One whole line to stdout at once (stages side by side print from threads)."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
 def run_stage(
     stage: Stage,
     output: Path,
@@ -181,17 +187,19 @@ def run_stage(
     total: int,
     data: UserData | None = None,
     job: MainJob | None = None,
+    tag: bool = False,
 ) -> dict:
     """Run ``stage`` (``extra_opts``: overrides after its own; ``data``: the user's data sets; ``job``:
-    the setting and its data root)."""
+    the setting and its data root; ``tag``: name the stage on every progress line, for stages that run
+    side by side)."""
     job = job or MainJob()
     out = output / stage.name
     done = read_final_metrics(out)
     if done is not None:
-        print(f"[{index}/{total}] {stage.name}: done already, reusing {out}", flush=True)
+        _say(f"[{index}/{total}] {stage.name}: done already, reusing {out}")
         return done
     resume = (out / "last_checkpoint").exists()
-    print(f"[{index}/{total}] {stage.name}: {stage.description}{' (resuming)' if resume else ''}", flush=True)
+    _say(f"[{index}/{total}] {stage.name}: {stage.description}{' (resuming)' if resume else ''}")
     cmd = stage_command(stage, output, extra_opts, data)
     start = time.time()
     log = out.parent / f"{stage.name}.log"
@@ -203,7 +211,7 @@ def run_stage(
         for line in proc.stdout:  # keep the whole log, show detectron2's progress lines (with ETA)
             f.write(line)
             if "eta:" in line or "copypaste:" in line or _ERROR_LINE.search(line):
-                print("    " + line.rstrip()[:160], flush=True)
+                _say(f"    {stage.name + ': ' if tag else ''}{line.rstrip()[:160]}")
     if proc.wait() != 0:
         raise SystemExit(f"Stage {stage.name} failed (exit {proc.returncode}); its log is {log}.")
     metrics = read_final_metrics(out)
@@ -212,7 +220,7 @@ def run_stage(
     scores = ", ".join(
         f"{m.label} {table_cell(finite_metric(metrics.get(m.key)))}" for m in job.setting.metrics[:3]
     )
-    print(f"    {stage.name}: {scores} in {time.time() - start:.0f} s", flush=True)
+    _say(f"    {stage.name}: {scores} in {time.time() - start:.0f} s")
     return metrics
 
 

@@ -3,7 +3,7 @@ with 95% confidence intervals, the paper's ablations, curves and matching-ratio 
 
     python -m quant_mimic_tools.study [--output output/study] [--teachers output/shapes]
         [--seeds 0 1 2 3 4] [--ablation-seeds 0 1] [--only main|ablations] [--max-iter 2000]
-        [--eval-period 250] [--smoke] [--report-only] [--dry-run] [KEY VALUE ...]
+        [--eval-period 250] [--jobs 1] [--smoke] [--report-only] [--dry-run] [KEY VALUE ...]
 
 The arms (rows) are the main comparison (scratch, mimic, QM: ``--seeds``, at least 5 for the claim) and
 the paper's ablations (``--ablation-seeds``): Q on the teacher only (Table 5), Q(ReLU) in the student
@@ -18,7 +18,9 @@ Every student trains ``--max-iter`` iterations (learning rate x0.1 at 80%), eval
 every ``--eval-period``; a run is *flat* when its last two evaluations differ by less than 1 AP. Each run
 is an ordinary ``train_net.py`` run under ``<output>/<arm>_seed<N>``: finished runs are reused and
 interrupted ones resumed, so the study can span sessions. The schedule is recorded in
-``<output>/study.json`` and a different one on the same folder is refused.
+``<output>/study.json`` and a different one on the same folder is refused. ``--jobs N`` trains N students
+side by side (after the teachers), each with its share of the cores (data workers and torch threads): on a
+GPU, many tiny students fit at once and the GPU is otherwise mostly idle.
 
 Written to ``<output>/``: ``study.md`` (per-seed AP, mean +- std, flatness, paired differences QM-mimic
 and mimic-scratch with t-distribution 95% CIs), ``study.json`` (the same numbers), ``ap_curves.png`` (val
@@ -32,12 +34,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .pipeline import Stage, chain, run_stage, stage_command
+from quant_mimic.config import default_num_workers
+
+from .pipeline import MainJob, Stage, chain, run_stage, stage_command
 from .results import is_evaluation, read_final_metrics, read_metrics
 from .settings import SHAPES
 
@@ -116,6 +122,40 @@ def teacher_chain(teachers: Path, own: bool, schedule: list[str]) -> list[Stage]
     if own:
         stages[0] = replace(stages[0], opts=[*stages[0].opts, *schedule])
     return stages
+
+
+@dataclass
+class SharedMachine(MainJob):
+    """The environment of one of ``jobs`` students trained side by side: its share of the cores for
+    torch's threads."""
+
+    jobs: int = 1
+
+    def env(self) -> dict:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return {**super().env(), "OMP_NUM_THREADS": str(max(1, cores // self.jobs))}
+
+
+def run_students(
+    stages: list[Stage], output: Path, extra: list[str], first: int, total: int, jobs: int
+) -> None:
+    """Run ``stages`` (numbered from ``first`` of ``total``), ``jobs`` at a time. Side by side, each run
+    gets its share of the data workers (config overrides in ``extra`` come after it, so they win) and of
+    torch's threads; a failed run does not stop the others, and the study fails at the end naming them."""
+    if jobs == 1:
+        for i, stage in enumerate(stages, first):
+            run_stage(stage, output, extra, i, total)
+        return
+    shared = ["DATALOADER.NUM_WORKERS", str(max(1, default_num_workers() // jobs)), *extra]
+    machine = SharedMachine(jobs=jobs)
+    with ThreadPoolExecutor(jobs) as pool:
+        futures = {
+            stage.name: pool.submit(run_stage, stage, output, shared, i, total, job=machine, tag=True)
+            for i, stage in enumerate(stages, first)
+        }
+    failed = [f"{name}: {future.exception()}" for name, future in futures.items() if future.exception()]
+    if failed:
+        raise SystemExit(f"study: {len(failed)} of {len(stages)} runs failed:\n" + "\n".join(failed))
 
 
 def t_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float, float]:
@@ -272,6 +312,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--only", choices=("main", "ablations"), help="run one part of the study")
     parser.add_argument("--max-iter", type=int, default=2000, help="iterations per student")
     parser.add_argument("--eval-period", type=int, default=250, help="evaluate (and checkpoint) every N")
+    parser.add_argument("--jobs", type=int, default=1, help="students trained side by side (e.g. on a GPU)")
     parser.add_argument("--smoke", action="store_true", help="the mini data set, 6 iterations per run")
     parser.add_argument("--report-only", action="store_true", help="only (re)write the tables and figures")
     parser.add_argument("--dry-run", action="store_true", help="print each run's train_net.py command")
@@ -285,6 +326,8 @@ def main(argv: list[str] | None = None) -> None:
         get_parser().error(f"config overrides come in KEY VALUE pairs, got {args.opts}")
     if args.smoke:
         args.max_iter, args.eval_period = 6, 3
+    if args.jobs < 1:
+        get_parser().error("--jobs must be at least 1")
     if args.max_iter < 2 * args.eval_period:
         get_parser().error("--max-iter must allow at least two evaluations: make it >= 2 x --eval-period")
     output = args.output or Path("output/study_smoke" if args.smoke else "output/study")
@@ -303,16 +346,20 @@ def main(argv: list[str] | None = None) -> None:
         for stage in stages:
             print(" ".join(stage_command(stage, output, extra)))
         return
+    val = "quantmimic_shapes_mini_val" if args.smoke else "quantmimic_shapes_val"
     if not args.report_only:
         check_schedule(output, schedule)
+        if args.jobs > 1:  # once, before the runs side by side would each generate it
+            import quant_mimic.data  # noqa: F401 (registers the built-in data sets)
+            from quant_mimic.data.builtin import ensure_dataset_generated
+
+            ensure_dataset_generated(val)
         total = len(teacher_stages) + len(stages)
         for i, stage in enumerate(teacher_stages, 1):
             run_stage(stage, teachers, list(SHAPES.smoke_opts) if args.smoke else [], i, total)
-        for i, stage in enumerate(stages, len(teacher_stages) + 1):
-            run_stage(stage, output, extra, i, total)
+        run_students(stages, output, extra, len(teacher_stages) + 1, total, args.jobs)
     summary = summarize(output, arms, seeds)
     summary["schedule"] = schedule
-    val = "quantmimic_shapes_mini_val" if args.smoke else "quantmimic_shapes_val"
     ap_curves(output, arms, seeds, output / "ap_curves.png")
     summary["matching_ratio_mean"] = matching_figure(
         output, arms, args.seeds[0], val, output / "matching_ratio.png"
