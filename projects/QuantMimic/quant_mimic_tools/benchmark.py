@@ -230,7 +230,8 @@ def measure_pair(args: argparse.Namespace, configs: dict, weights: dict, sizes: 
                 }.get(auto, [])
             for backend in backends:
                 predictors[name][backend] = DeployedPredictor(folder, args.device, backend=backend)
-            if args.device.startswith("cuda"):
+            spec = json.loads((folder / "deploy.json").read_text())
+            if args.device.startswith("cuda") and spec["roi"]["kind"] == "fast_rcnn":  # R-FCN: no graphs
                 predictors[name]["cuda_graphs"] = DeployedPredictor(folder, args.device, cuda_graphs=True)
                 predictors[name]["cuda_graphs_fp16"] = DeployedPredictor(
                     folder, args.device, cuda_graphs=True, half=True
