@@ -351,7 +351,7 @@ def test_the_static_nms_path_gives_the_exact_paths_detections(student):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_graphs_and_half_precision_match_the_cpu(student):
     _, _, folder = student
-    batch = images([(192, 192), (192, 192)])
+    batch = images([(192, 192), (180, 170), (192, 192)])  # one padded batch, copied to the GPU at once
     cpu = DeployedPredictor(folder).predict(batch)
     for kwargs in ({}, {"cuda_graphs": True}, {"half": True}, {"cuda_graphs": True, "half": True}):
         gpu = DeployedPredictor(folder, "cuda", **kwargs)

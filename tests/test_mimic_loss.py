@@ -81,6 +81,18 @@ def test_matching_ratio_counts_close_elements_per_roi():
     assert ratio.tolist() == pytest.approx([0.5, 0.0])
 
 
+def test_half_precision_features_give_the_float32_loss():
+    # AMP hands the loss half-precision features: 1024 RoIs x 16 x 7 x 7 squared differences of about 9
+    # sum to 7e6, past float16's largest number (65504); the sum must still be taken in float32.
+    torch.manual_seed(0)
+    teacher, student = torch.rand(1024, 16, 7, 7) * 4, torch.rand(1024, 16, 7, 7) * 4 - 2
+    loss = make_loss(normalize="per_element", quantize_teacher=False, quantize_student=False)
+    full = loss(MimicFeatures(teacher, student))["loss_mimic"]
+    half = loss(MimicFeatures(teacher.half(), student.half()))["loss_mimic"]
+    assert half.dtype == torch.float32 and torch.isfinite(half)
+    assert half.item() == pytest.approx(full.item(), rel=1e-3)
+
+
 def test_empty_batch_gives_zero_loss():
     empty = torch.zeros(0, 1, 2, 2)
     assert make_loss(normalize="per_element")(MimicFeatures(empty, empty))["loss_mimic"].item() == 0.0

@@ -680,6 +680,9 @@ class DeployedPredictor:
         out = torch.zeros(
             (len(images), len(self.pixel_mean), height, width), dtype=self.dtype, device=self.device
         )
+        if self.device.type == "cuda":  # one copy of the whole batch from pinned memory (measured on an
+            # H200: 32 pageable copies of 600 px images took 6.9 ms, half the student's batch-32 time)
+            images = self._upload(images)
         for i, im in enumerate(images):  # uint8 images (as detectron2's loaders give) cross to a GPU as uint8
             # minus the pixel mean as they are copied in, so the networks do not make a pass of their own
             torch.sub(
@@ -688,6 +691,18 @@ class DeployedPredictor:
                 out=out[i, :, : im.shape[-2], : im.shape[-1]],
             )
         return out, sizes.to(self.device, non_blocking=True)
+
+    def _upload(self, images: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """``images`` on the GPU, through one pinned host buffer and one copy (torch's pinned-memory cache
+        keeps the buffer until the copy is done). Views of the GPU batch, each at its own size."""
+        height, width = (max(im.shape[d] for im in images) for d in (-2, -1))
+        host = torch.empty(
+            (len(images), images[0].shape[0], height, width), dtype=images[0].dtype, pin_memory=True
+        )
+        for i, im in enumerate(images):
+            host[i, :, : im.shape[-2], : im.shape[-1]].copy_(im)
+        batch = host.to(self.device, non_blocking=True)
+        return [batch[i, :, : im.shape[-2], : im.shape[-1]] for i, im in enumerate(images)]
 
     @torch.no_grad()
     def model(self, batched_inputs: Sequence[dict], lap: Callable[[str], None] | None = None) -> list[dict]:

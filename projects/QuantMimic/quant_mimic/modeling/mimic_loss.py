@@ -88,7 +88,7 @@ class MimicLoss(nn.Module):
         """``({"loss_mimic": scalar}, Tensor[N] matching ratio per RoI)``, from one pass over the features."""
         teacher, student = self.compared(features)
         num, per_roi = teacher.shape[0], teacher.shape[1:].numel()  # RoIs, elements per RoI
-        diff = (teacher - student).reshape(-1)
+        diff = (teacher - student).reshape(-1).float()  # half precision (AMP) would overflow the sum
         denom = 2 * max(num, 1) * (per_roi if self.normalize == "per_element" else 1)
         loss = self.weight * torch.dot(diff, diff) / denom  # the sum of squares in one pass
         with torch.no_grad():
