@@ -336,7 +336,7 @@ def test_static_nms_says_when_its_rounds_were_too_few():
 def test_the_static_nms_path_gives_the_exact_paths_detections(student):
     _, _, folder = student
     batch = images([(192, 192), (150, 230), (192, 192)], seed=2)
-    exact = DeployedPredictor(folder, backend="onnxruntime").predict(batch)  # the static NMS's backend
+    exact = DeployedPredictor(folder).predict(batch)
     static = DeployedPredictor(folder, static_nms_rounds=12)
     assert static.detector.nms_iterations == 12
     for e, s in zip(exact, static.predict(batch)):

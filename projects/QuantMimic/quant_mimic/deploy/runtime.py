@@ -418,33 +418,12 @@ class DeployedDetector(nn.Module):
             self.nms_iterations = rounds
 
 
-def _onnx_channels() -> Any:
-    """The module :mod:`quant_mimic.deploy.onnx_channels`, also where this file is loaded on its own
-    (then from the file beside it)."""
-    try:
-        from . import onnx_channels
-    except ImportError:
-        spec = importlib.util.spec_from_file_location(
-            "qm_onnx_channels", Path(__file__).with_name("onnx_channels.py")
-        )
-        onnx_channels = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(onnx_channels)
-    return onnx_channels
-
-
 def onnx_session(model: str | bytes, threads: int, spinning: bool = False) -> Any:
     """An ONNX Runtime CPU session of ``model`` (a path or the serialized bytes) on ``threads`` threads.
     ``spinning``: its threads busy-wait between operators (fast for a graph of many small operators; wrong
-    where torch ops run between sessions and need those cores). Its narrow convolutions are padded to
-    ONNX Runtime's channel block first (:mod:`quant_mimic.deploy.onnx_channels`: the same results)."""
+    where torch ops run between sessions and need those cores)."""
     import onnxruntime
 
-    channels = _onnx_channels()
-    block = channels.nchwc_block()
-    if block is not None:
-        model = channels.pad_narrow_channels(
-            Path(model).read_bytes() if isinstance(model, str) else model, block
-        )
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
