@@ -130,3 +130,36 @@ def test_by_default_the_study_trains_its_own_teachers_on_the_students_schedule(t
     assert f"MODEL.WEIGHTS {out / 'teachers' / 'teacher_R18_2_FPN' / 'model_final.pth'}" in quant
     qm = next(line for line in students if "qm_seed0" in line)
     assert f"TEACHER_WEIGHTS {out / 'teachers' / 'teacher_R18_2_FPN_quant' / 'model_final.pth'}" in qm
+
+
+def test_jobs_run_side_by_side_with_their_share_and_failures_are_named_at_the_end(tmp_path, monkeypatch):
+    import threading
+
+    stages = [study.Stage(f"run{i}", "c.yaml", "d", []) for i in range(4)]
+    calls, running, peak, lock = [], [0], [0], threading.Lock()
+    both_started = threading.Barrier(2, timeout=10)
+
+    def fake_stage(stage, output, extra, index, total, job=None, tag=False):
+        with lock:
+            calls.append((stage.name, list(extra), job.env()["OMP_NUM_THREADS"], tag, index, total))
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        if stage.name in ("run0", "run1"):
+            both_started.wait()  # the first two must be in flight at the same time
+        with lock:
+            running[0] -= 1
+        if stage.name == "run2":
+            raise SystemExit("Stage run2 failed (exit 1); its log is run2.log.")
+        return {}
+
+    monkeypatch.setattr(study, "run_stage", fake_stage)
+    monkeypatch.setattr(study, "default_num_workers", lambda: 8)
+    monkeypatch.setattr(study.os, "sched_getaffinity", lambda _: set(range(16)), raising=False)
+    with pytest.raises(SystemExit, match=r"1 of 4 runs failed:\nrun2: Stage run2 failed"):
+        study.run_students(stages, tmp_path, ["SOLVER.MAX_ITER", "6"], 3, 6, jobs=2)
+    assert sorted(c[0] for c in calls) == ["run0", "run1", "run2", "run3"]  # the failure stopped no other run
+    assert peak[0] == 2
+    for name, extra, threads, tag, index, total in calls:
+        # the data workers' share first, so that the user's overrides after it win
+        assert extra == ["DATALOADER.NUM_WORKERS", "4", "SOLVER.MAX_ITER", "6"]
+        assert threads == "8" and tag and total == 6 and index == 3 + int(name[-1])
