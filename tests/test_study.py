@@ -154,7 +154,7 @@ def test_jobs_run_side_by_side_with_their_share_and_failures_are_named_at_the_en
 
     monkeypatch.setattr(study, "run_stage", fake_stage)
     monkeypatch.setattr(study, "default_num_workers", lambda: 8)
-    monkeypatch.setattr(study.os, "sched_getaffinity", lambda _: set(range(16)), raising=False)
+    monkeypatch.setattr(study, "available_cores", lambda: 16)
     with pytest.raises(SystemExit, match=r"1 of 4 runs failed:\nrun2: Stage run2 failed"):
         study.run_students(stages, tmp_path, ["SOLVER.MAX_ITER", "6"], 3, 6, jobs=2)
     assert sorted(c[0] for c in calls) == ["run0", "run1", "run2", "run3"]  # the failure stopped no other run

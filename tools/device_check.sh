@@ -16,7 +16,7 @@ nvidia-smi -L; python3 -m quant_mimic_tools.collect_env 2>&1 | grep -iE "torch|c
 
 step "CUDA tests (deployed CUDA graphs / fp16 against the CPU, static NMS, AMP step)"
 timeout 90 python3 -m pytest -q -p no:cacheprovider tests/test_deploy.py tests/test_quant_mimic.py \
-    -k "cuda or static or amp" 2>&1 | tail -15 | tee "$OUT/cuda_tests.txt"
+    tests/test_mimic_loss.py -k "cuda or static or amp or half" 2>&1 | tail -15 | tee "$OUT/cuda_tests.txt"
 
 if [ "${QUICK:-0}" = 1 ]; then
     step "benchmark (600 px)"

@@ -233,12 +233,16 @@ def build_config(config_file: str, opts: Sequence[str] = (), *, cpu_fallback: bo
     return cfg
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS tells it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def default_num_workers() -> int:
     """DATALOADER.NUM_WORKERS where a config says -1: half the cores this process may run on, at least 1
     (a worker keeps exact resume possible, see ``engine/exact_resume.py``) and at most 8 (enough to keep a
     GPU fed with the built-in data set)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(8, cores // 2))
+    return max(1, min(8, available_cores() // 2))
 
 
 def resolve_config_path(path: str, config_file: str) -> str:

@@ -209,7 +209,7 @@ def measure_pair(args: argparse.Namespace, configs: dict, weights: dict, sizes: 
     from quant_mimic.analysis import deployed_latency, model_cost
     from quant_mimic.config import build_config
     from quant_mimic.deploy import DeployedPredictor, export_deployed
-    from quant_mimic.deploy.runtime import GRAPH_BACKEND, choose_backend
+    from quant_mimic.deploy.runtime import DEPLOY_FILE, GRAPH_BACKEND, choose_backend
 
     cfgs = {name: build_config(path, ["MODEL.DEVICE", args.device]) for name, path in configs.items()}
     models = {name: _load(cfg, weights.get(name)) for name, cfg in cfgs.items()}
@@ -219,18 +219,16 @@ def measure_pair(args: argparse.Namespace, configs: dict, weights: dict, sizes: 
         predictors = {}
         for name, folder in folders.items():
             predictors[name] = {"eager": None}
+            spec = json.loads((folder / DEPLOY_FILE).read_text())
             backends = ["torchscript"]
             if args.device == "cpu":
-                auto = choose_backend(
-                    "auto", json.loads((folder / "deploy.json").read_text()), models[name].device
-                )
+                auto = choose_backend("auto", spec, models[name].device)
                 backends += {
                     "onnxruntime": ["onnxruntime"],
                     GRAPH_BACKEND: ["onnxruntime", GRAPH_BACKEND],
                 }.get(auto, [])
             for backend in backends:
                 predictors[name][backend] = DeployedPredictor(folder, args.device, backend=backend)
-            spec = json.loads((folder / "deploy.json").read_text())
             if args.device.startswith("cuda") and spec["roi"]["kind"] == "fast_rcnn":  # R-FCN: no graphs
                 predictors[name]["cuda_graphs"] = DeployedPredictor(folder, args.device, cuda_graphs=True)
                 predictors[name]["cuda_graphs_fp16"] = DeployedPredictor(

@@ -34,14 +34,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from quant_mimic.config import default_num_workers
+from quant_mimic.config import available_cores, default_num_workers
 
 from .pipeline import MainJob, Stage, chain, run_stage, stage_command
 from .results import is_evaluation, read_final_metrics, read_metrics
@@ -132,8 +131,7 @@ class SharedMachine(MainJob):
     jobs: int = 1
 
     def env(self) -> dict:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        return {**super().env(), "OMP_NUM_THREADS": str(max(1, cores // self.jobs))}
+        return {**super().env(), "OMP_NUM_THREADS": str(max(1, available_cores() // self.jobs))}
 
 
 def run_students(
