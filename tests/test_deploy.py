@@ -4,6 +4,7 @@ against the eager model, batches, a fresh process, the command, and CUDA paths w
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -18,14 +19,25 @@ from detectron2.data import transforms as T
 from detectron2.layers import Conv2d
 from detectron2.modeling import build_model
 from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
+from detectron2.modeling.backbone.resnet import BasicStem
 from detectron2.modeling.box_regression import Box2BoxTransform
+from detectron2.structures import Boxes
 from torch import nn
 from torchvision.ops import batched_nms
 
 from quant_mimic.config import build_config
 from quant_mimic.deploy import DeployedPredictor, export_deployed, fold_batch_norm
 from quant_mimic.deploy.export import BackboneNetwork, fold_input_scale
-from quant_mimic.deploy.runtime import DEPLOY_FILE, decode_boxes, grid_anchors, matrix_nms, resized_shape
+from quant_mimic.deploy.runtime import (
+    DEPLOY_FILE,
+    clip_boxes,
+    decode_boxes,
+    finite,
+    grid_anchors,
+    matrix_nms,
+    resized_shape,
+)
+from quant_mimic.deploy.stem import PhaseSplitStem, split_narrow_stems
 from quant_mimic_tools.deploy import main as deploy_main
 
 CPU = ["MODEL.DEVICE", "cpu"]
@@ -81,12 +93,38 @@ def test_folding_batch_norm_keeps_the_outputs_and_removes_the_norms():
         fold_batch_norm(model.train())
 
 
+@pytest.mark.parametrize("channels", [4, 2])
+def test_a_narrow_stem_computed_as_four_phases_gives_the_stems_output(channels):
+    torch.manual_seed(0)
+    stem = randomize_batch_norm(BasicStem(3, channels, norm="BN")).eval()
+    folded, _ = fold_batch_norm(stem)
+    split = PhaseSplitStem(folded)
+    x = torch.randn(2, 3, 64, 96) * 50
+    with torch.no_grad():
+        expected, got = stem(x), split(x)
+    assert got.shape == expected.shape == (2, channels, 16, 24)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-5)
+    with pytest.raises(ValueError, match="norm folded"):
+        PhaseSplitStem(stem)
+
+
+def test_only_narrow_stems_on_inputs_in_multiples_of_4_are_split():
+    def backbone(channels: int) -> nn.Module:
+        return nn.Sequential(fold_batch_norm(BasicStem(3, channels, norm="BN").eval())[0])
+
+    wide, narrow, odd = backbone(32), backbone(4), backbone(4)
+    assert split_narrow_stems(wide, 32) == 0 and type(wide[0]) is BasicStem
+    assert split_narrow_stems(odd, 0) == 0 and split_narrow_stems(odd, 6) == 0 and type(odd[0]) is BasicStem
+    assert split_narrow_stems(narrow, 32) == 1 and isinstance(narrow[0], PhaseSplitStem)
+
+
 @pytest.mark.parametrize("config", [STUDENT_CONFIG, CONFIGS / "shapes" / "student_VGG32_RFCN_scratch.yaml"])
 def test_the_pixel_std_is_folded_into_the_first_conv_with_the_same_features(config):
     cfg, model = random_model(config)
     folded, _ = fold_batch_norm(model)
     network = BackboneNetwork(folded, list(model.backbone.output_shape()))
     assert network.std_folded and torch.equal(network.pixel_std, torch.ones_like(network.pixel_std))
+    assert network.stems_split == (1 if "R18_16" in str(config) else 0)  # the 4-channel stem: phases
     images = torch.rand(2, len(cfg.MODEL.PIXEL_MEAN), 64, 96) * 255
     with torch.no_grad():
         expected = model.backbone((images - model.pixel_mean) / model.pixel_std)
@@ -109,8 +147,9 @@ def test_anchors_equal_detectron2s_anchor_generator(size):
     torch.testing.assert_close(ours, expected, atol=0, rtol=0)
 
 
-def test_box_decoding_equals_box2box_transform_for_class_specific_deltas():
-    transform = Box2BoxTransform(weights=(10.0, 10.0, 5.0, 5.0))
+@pytest.mark.parametrize("weights", [(10.0, 10.0, 5.0, 5.0), (1.0, 1.0, 1.0, 1.0), (1.0, 2.0, 3.0, 4.0)])
+def test_box_decoding_equals_box2box_transform_for_class_specific_deltas(weights):
+    transform = Box2BoxTransform(weights=weights)
     generator = torch.Generator().manual_seed(0)
     boxes = torch.rand(7, 2, generator=generator) * 100
     boxes = torch.cat([boxes, boxes + torch.rand(7, 2, generator=generator) * 50 + 1], dim=1)
@@ -118,7 +157,22 @@ def test_box_decoding_equals_box2box_transform_for_class_specific_deltas():
     deltas[0, 2] = 100.0  # beyond the scale clamp
     expected = transform.apply_deltas(deltas, boxes).view(7, 3, 4)
     ours = decode_boxes(deltas.view(7, 3, 4), boxes.unsqueeze(1), transform.weights, transform.scale_clamp)
-    torch.testing.assert_close(ours, expected)
+    torch.testing.assert_close(ours, expected, atol=0, rtol=0)  # the same float operations
+
+
+def test_clipping_and_finiteness_equal_detectron2s_and_torchs():
+    boxes = torch.tensor(
+        [[[-5.0, 3.0, 250.0, 90.0], [10.0, -1.0, 20.0, 400.0]], [[0.0, 0.0, 1e9, 5.0], [7, 8, 9, 10]]]
+    )
+    sizes = torch.tensor([[100, 200], [50, 60]])
+    expected = []
+    for image, (h, w) in zip(boxes, sizes.tolist()):
+        clipped = Boxes(image.clone())
+        clipped.clip((h, w))
+        expected.append(clipped.tensor)
+    torch.testing.assert_close(clip_boxes(boxes, sizes), torch.stack(expected), atol=0, rtol=0)
+    x = torch.tensor([0.0, -1e30, math.inf, -math.inf, math.nan, 3.0])
+    assert torch.equal(finite(x), torch.isfinite(x))
 
 
 @pytest.mark.parametrize("short, longest", [(192, 320), (0, 10000)])  # 0: no resize (WIDER FACE configs)

@@ -27,6 +27,7 @@ from ..errors import QuantMimicInputError
 from ..modeling.rfcn import RFCNROIHeads
 from .fold import fold_batch_norm
 from .runtime import DEPLOY_FILE, FORMAT_VERSION, NETWORK_FILES, ONNX_FILES
+from .stem import split_narrow_stems
 
 CONFIG_FILE = "config.yaml"
 
@@ -38,7 +39,9 @@ class BackboneNetwork(nn.Module):
 
     The division by PIXEL_STD is folded into the first conv's weights where the backbone starts with one
     (``conv(pad0(x / s)) == conv_{W / s}(pad0(x))``, exact to float rounding): one pass over the image
-    less. ``model`` must be a copy that may be changed (``fold_batch_norm``'s)."""
+    less. A stem of at most 4 channels is then computed as 4 output phases (:mod:`.stem`: the same
+    values, without ONNX Runtime's 16-channel padding). ``model`` must be a copy that may be changed
+    (``fold_batch_norm``'s)."""
 
     def __init__(self, model: GeneralizedRCNN, features: list[str]):
         super().__init__()
@@ -46,6 +49,7 @@ class BackboneNetwork(nn.Module):
         std = model.pixel_std.detach().clone()
         self.std_folded = fold_input_scale(self.backbone, std.view(-1), len(model.pixel_mean))
         self.register_buffer("pixel_std", torch.ones_like(std) if self.std_folded else std, persistent=False)
+        self.stems_split = split_narrow_stems(self.backbone, model.backbone.size_divisibility)
         self.features = features
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
