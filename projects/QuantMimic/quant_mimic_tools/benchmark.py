@@ -46,7 +46,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -206,17 +206,25 @@ def _load(cfg, weights: str | None):
 
 def measure_pair(args: argparse.Namespace, configs: dict, weights: dict, sizes: list) -> dict:
     """Eager and deployed (each backend) cost of teacher and student at each size and batch, and ratios."""
+    import torch
+
     from quant_mimic.analysis import deployed_latency, model_cost
     from quant_mimic.config import build_config
     from quant_mimic.deploy import DeployedPredictor, export_deployed
-    from quant_mimic.deploy.runtime import DEPLOY_FILE, GRAPH_BACKEND, choose_backend
+    from quant_mimic.deploy.runtime import (
+        DEPLOY_FILE,
+        GRAPH_BACKEND,
+        ONNX_FILES,
+        choose_backend,
+        onnx_session,
+    )
 
     cfgs = {name: build_config(path, ["MODEL.DEVICE", args.device]) for name, path in configs.items()}
     models = {name: _load(cfg, weights.get(name)) for name, cfg in cfgs.items()}
     results: dict = {"configs": configs, "weights": {k: weights.get(k) or "random" for k in configs}}
     with tempfile.TemporaryDirectory() as tmp:
         folders = {name: export_deployed(cfgs[name], models[name], Path(tmp) / name) for name in cfgs}
-        predictors = {}
+        predictors, backbone_alone = {}, {}
         for name, folder in folders.items():
             predictors[name] = {"eager": None}
             spec = json.loads((folder / DEPLOY_FILE).read_text())
@@ -229,6 +237,10 @@ def measure_pair(args: argparse.Namespace, configs: dict, weights: dict, sizes: 
                 }.get(auto, [])
             for backend in backends:
                 predictors[name][backend] = DeployedPredictor(folder, args.device, backend=backend)
+            if GRAPH_BACKEND in backends:  # the graph has no laps: its backbone+FPN is timed alone beside it
+                backbone_alone[name] = onnx_session(
+                    str(folder / ONNX_FILES["backbone"]), torch.get_num_threads(), spinning=True
+                )
             if args.device.startswith("cuda") and spec["roi"]["kind"] == "fast_rcnn":  # R-FCN: no graphs
                 predictors[name]["cuda_graphs"] = DeployedPredictor(folder, args.device, cuda_graphs=True)
                 predictors[name]["cuda_graphs_fp16"] = DeployedPredictor(
@@ -241,6 +253,7 @@ def measure_pair(args: argparse.Namespace, configs: dict, weights: dict, sizes: 
             # them all alike); each keeps its median round
             per_round = passes_per_round(args)
             rounds: dict = {name: {} for name in cfgs}
+            alone: dict = {}  # the graph backend's backbone+FPN network alone, ms per round
             for _ in range(args.infer_rounds):
                 for name, cfg in cfgs.items():
                     rounds[name].setdefault("eager", []).append(
@@ -261,14 +274,37 @@ def measure_pair(args: argparse.Namespace, configs: dict, weights: dict, sizes: 
                             except RuntimeError as e:  # one way to run failing must not hide the others
                                 measured = {"error": " ".join(str(e).split())[:200]}
                             rounds[name].setdefault(label, []).append(measured)
+                    if name in backbone_alone:  # right after the graph, in the same round
+                        predictor = predictors[name][GRAPH_BACKEND]
+                        shape = (1, len(cfg.MODEL.PIXEL_MEAN), *predictor.padded_size(height, width))
+                        alone.setdefault(name, []).append(
+                            session_latency(backbone_alone[name], shape, per_round, args.warmup)
+                        )
             for name in cfgs:
                 row[name] = {
                     label: median_round(runs, lambda r: r["latency_ms"]["total"], "round_totals_ms")
                     for label, runs in rounds[name].items()
                 }
+            row["backbone_alone_ms"] = {name: statistics.median(ms) for name, ms in alone.items()}
             row["ratios"] = pair_ratios(row)
             results[key] = row
     return results
+
+
+def session_latency(session: Any, shape: tuple, repeats: int, warmup: int) -> float:
+    """Median ms of an ONNX Runtime session of one input (the deployed backbone network) on zeros of
+    ``shape``."""
+    import numpy as np
+
+    feeds = {session.get_inputs()[0].name: np.zeros(shape, dtype=np.float32)}
+    for _ in range(warmup):
+        session.run(None, feeds)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session.run(None, feeds)
+        times.append(1000 * (time.perf_counter() - start))
+    return statistics.median(times)
 
 
 def median_round(runs: list[dict], time: Callable[[dict], float], record: str) -> dict:
@@ -296,13 +332,13 @@ def pair_ratios(row: dict) -> dict:
     t, s = row["teacher"], row["student"]
     best_t, best_s = best_deployed(t), best_deployed(s)
     ms = lambda m, k: m[k]["latency_ms"]["total"]  # noqa: E731
-    # a graph run (whole detector in one part) has no backbone lap: take its networks' own backbone time
-    networks_of = {
-        "onnxruntime_graph": "onnxruntime",
-        "cuda_graphs": "torchscript",
-        "cuda_graphs_fp16": "torchscript",
-    }
-    backbone_ms = s.get(networks_of.get(best_s, best_s), s[best_s])["latency_ms"]["backbone"]
+    # a graph run (whole detector in one part) has no backbone lap: the CPU graph's backbone network is
+    # timed alone in the same rounds; a CUDA graph's is taken from its networks run one by one
+    networks_of = {"cuda_graphs": "torchscript", "cuda_graphs_fp16": "torchscript"}
+    if best_s == "onnxruntime_graph" and "student" in row.get("backbone_alone_ms", {}):
+        backbone_ms = row["backbone_alone_ms"]["student"]
+    else:
+        backbone_ms = s.get(networks_of.get(best_s, best_s), s[best_s])["latency_ms"]["backbone"]
     ratios = {
         "gflops_teacher/student": t["eager"]["gflops"] / s["eager"]["gflops"],
         "eager_teacher/eager_student": ms(t, "eager") / ms(s, "eager"),
@@ -374,7 +410,13 @@ def print_pair(args: argparse.Namespace, results: dict, title: str) -> None:
         print(f"{'':>11}eager student / deployed student         {r['eager_student/deployed_student']:7.2f}")
         print(
             f"{'':>11}student time outside backbone+FPN        {100 * r['student_share_outside_backbone']:6.1f}%"
-            + ("  (backbone: its networks' run, one by one)" if "graph" in best["student"] else "")
+            + (
+                "  (backbone: its network alone, in the same rounds)"
+                if best["student"] == "onnxruntime_graph"
+                else "  (backbone: its networks' run, one by one)"
+                if "graph" in best["student"]
+                else ""
+            )
         )
         if "student_onnxruntime/onnxruntime_graph" in r:
             print(
