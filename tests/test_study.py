@@ -91,6 +91,28 @@ def test_the_summary_gives_per_seed_ap_flatness_and_paired_intervals(tmp_path):
     assert f"[{low:.2f}, {high:.2f}]" in text
 
 
+def test_ablations_are_reported_against_their_reference_beside_the_papers_difference(tmp_path):
+    for seed in (0, 1, 2):
+        fake_run(tmp_path / f"qm_seed{seed}", [30.0, 40.0 + seed])
+    fake_run(tmp_path / "qm_pow2_seed0", [30.0, 38.0])
+    fake_run(tmp_path / "qm_pow2_seed1", [30.0, 41.5])
+    fake_run(tmp_path / "qm_lambda10_seed0", [30.0, 35.0])  # its reference has seed 0 too
+    summary = study.summarize(tmp_path, list(study.ARMS), {True: [0, 1, 2], False: [0, 1]})
+    pow2 = summary["ablations"]["qm_pow2"]
+    assert pow2["reference"] == "qm" and pow2["seeds"] == [0, 1]
+    assert pow2["differences"] == [-2.0, 0.5] and pow2["mean"] == -0.75
+    assert pow2["paper_differences"] == pytest.approx([-0.9, -2.6, -1.0])
+    assert summary["ablations"]["qm_lambda10"]["differences"] == [-5.0]
+    assert summary["ablations"]["mimic_no_relu"]["seeds"] == []  # no runs: listed, not invented
+    text = study.markdown(summary, {"max_iter": 750, "eval_period": 250})
+    assert (
+        "| qm_pow2 | qm | -0.8 (0, 1) | -0.9 / -2.6 / -1.0 | 73.0 / 59.5 / 26.6 against 73.9 / 62.1 / 27.6"
+        in text
+    )
+    assert "| qm_lambda10 | qm | -5.0 (0) | -2.9 | 44.1 against 47.0, VOC07 test mAP (Table 8) |" in text
+    assert "| mimic_no_relu | mimic | - | - | not in the paper" in text
+
+
 def test_the_curves_figure_is_written(tmp_path):
     for seed in (0, 1):
         fake_run(tmp_path / f"qm_seed{seed}", [5.0 + seed, 20.0, 25.0])

@@ -81,6 +81,29 @@ ARMS = (
 PAIRS = (("qm", "mimic"), ("mimic", "scratch"), ("qm", "scratch"))
 
 
+@dataclass(frozen=True)
+class PaperAblation:
+    """An ablation arm beside the paper: the arm it is compared with (ours: paired over the seeds both
+    ran), and the paper's numbers for the ablation and for that arm (empty: not in the paper)."""
+
+    reference: str
+    metric: str
+    ablation: tuple[float, ...] = ()
+    baseline: tuple[float, ...] = ()
+
+
+_WIDER = "WIDER FACE val AP easy / medium / hard"
+PAPER_ABLATIONS = {
+    "qm_teacher_only": PaperAblation("qm", f"{_WIDER} (Table 5)", (73.0, 59.3, 25.6), (73.9, 62.1, 27.6)),
+    "quant_only": PaperAblation("scratch", f"{_WIDER} (Table 4)", (71.9, 55.2, 23.7), (71.3, 55.4, 23.8)),
+    "qm_pow2": PaperAblation("qm", f"{_WIDER} (Table 6)", (73.0, 59.5, 26.6), (73.9, 62.1, 27.6)),
+    "qm_lambda01": PaperAblation("qm", "VOC07 test mAP (Table 8)", (43.0,), (47.0,)),
+    "qm_lambda10": PaperAblation("qm", "VOC07 test mAP (Table 8)", (44.1,), (47.0,)),
+    "mimic_no_relu": PaperAblation("mimic", "not in the paper (its mimic features are after the ReLU)"),
+    "qm_as_written": PaperAblation("qm", "not in the paper (its own loss scale; ours is per element)"),
+}
+
+
 def schedule_opts(max_iter: int, eval_period: int) -> list[str]:
     """The students' schedule: ``max_iter`` iterations, learning rate x0.1 at 80%, evaluations (and
     checkpoints, for resuming) every ``eval_period``."""
@@ -203,6 +226,20 @@ def summarize(output: Path, arms: list[Arm], seeds: dict[bool, list[int]]) -> di
             mean, low, high = t_interval(diffs)
             entry.update({"mean": mean, "ci95": [low, high]})
         summary["pairs"][f"{a}-{b}"] = entry
+    summary["ablations"] = {}
+    for name, paper in PAPER_ABLATIONS.items():
+        if name not in summary["arms"] or paper.reference not in summary["arms"]:
+            continue
+        ra, rb = summary["arms"][name]["runs"], summary["arms"][paper.reference]["runs"]
+        common = sorted(set(ra) & set(rb))
+        diffs = [ra[s]["AP"] - rb[s]["AP"] for s in common]
+        summary["ablations"][name] = {
+            "reference": paper.reference,
+            "seeds": common,
+            "differences": diffs,
+            "mean": statistics.mean(diffs) if diffs else None,
+            "paper_differences": [x - y for x, y in zip(paper.ablation, paper.baseline)],
+        }
     return summary
 
 
@@ -231,6 +268,20 @@ def markdown(summary: dict, schedule: dict) -> str:
         ci = pair.get("ci95")
         ci_text = f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "-"
         lines.append(f"| {name} | {len(pair['seeds'])} | {_fmt(pair.get('mean'), 2)} | {ci_text} |")
+    if summary.get("ablations"):
+        lines += [
+            "",
+            "| ablation | against | ours: AP difference, mean (seeds) | paper: difference | the paper's numbers |",
+            "|---|---|---|---|---|",
+        ]
+    for name, row in summary.get("ablations", {}).items():
+        paper = PAPER_ABLATIONS[name]
+        ours = f"{row['mean']:+.1f} ({', '.join(map(str, row['seeds']))})" if row["seeds"] else "-"
+        theirs = " / ".join(f"{d:+.1f}" for d in row["paper_differences"]) or "-"
+        numbers = paper.metric
+        if paper.ablation:
+            numbers = f"{' / '.join(map(str, paper.ablation))} against {' / '.join(map(str, paper.baseline))}, {numbers}"
+        lines.append(f"| {name} | {row['reference']} | {ours} | {theirs} | {numbers} |")
     return "\n".join(lines) + "\n"
 
 
