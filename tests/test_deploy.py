@@ -284,6 +284,22 @@ def test_a_batch_of_different_sizes_gives_the_results_of_one_image_at_a_time(stu
         assert torch.equal(result.pred_classes, alone.pred_classes)
 
 
+def test_a_batch_is_the_images_minus_the_mean_with_zero_padding(student, monkeypatch):
+    _, _, folder = student
+    predictor = DeployedPredictor(folder)
+    full = torch.full  # the batch's memory starts as NaN: only what the batch writes may be left
+    monkeypatch.setattr(torch, "empty", lambda shape, **kw: full(shape, math.nan, **kw))
+    small = torch.randint(0, 256, (3, 150, 230), dtype=torch.uint8)
+    large = torch.randint(0, 256, (3, 192, 200), dtype=torch.uint8)
+    batch, sizes = predictor.batch([small, large])
+    assert batch.shape == (2, 3, 192, 256) and sizes.tolist() == [[150, 230], [192, 200]]
+    for i, image in enumerate((small, large)):
+        h, w = image.shape[1:]
+        expected = torch.zeros(3, 192, 256)
+        expected[:, :h, :w] = image - predictor.pixel_mean
+        assert torch.equal(batch[i], expected)
+
+
 def test_the_deployed_folder_holds_the_test_time_settings(student):
     cfg, _, folder = student
     spec = json.loads((folder / DEPLOY_FILE).read_text())

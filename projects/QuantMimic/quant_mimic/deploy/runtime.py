@@ -666,7 +666,8 @@ class DeployedPredictor:
         normalised images with 0 too), and their sizes. The backbone network divides by the pixel std."""
         sizes = torch.tensor([list(im.shape[-2:]) for im in images], dtype=torch.int64)
         height, width = self.padded_size(*sizes.max(0).values.tolist())
-        out = torch.zeros(
+        # only the padding is zeroed (below): zeroing the whole batch first was a third of this pass
+        out = torch.empty(
             (len(images), len(self.pixel_mean), height, width), dtype=self.dtype, device=self.device
         )
         if self.device.type == "cuda":  # one copy of the whole batch from pinned memory (measured on an
@@ -674,11 +675,10 @@ class DeployedPredictor:
             images = self._upload(images)
         for i, im in enumerate(images):  # uint8 images (as detectron2's loaders give) cross to a GPU as uint8
             # minus the pixel mean as they are copied in, so the networks do not make a pass of their own
-            torch.sub(
-                im.to(self.device, non_blocking=True),
-                self.pixel_mean,
-                out=out[i, :, : im.shape[-2], : im.shape[-1]],
-            )
+            h, w = im.shape[-2:]
+            torch.sub(im.to(self.device, non_blocking=True), self.pixel_mean, out=out[i, :, :h, :w])
+            out[i, :, h:].zero_()
+            out[i, :, :h, w:].zero_()
         return out, sizes.to(self.device, non_blocking=True)
 
     def _upload(self, images: Sequence[torch.Tensor]) -> list[torch.Tensor]:
