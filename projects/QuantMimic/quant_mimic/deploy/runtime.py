@@ -258,9 +258,14 @@ class DeployedDetector(nn.Module):
             tops.append((top_deltas, anchors, top_scores))
         # every level padded to the same k (score -inf: never kept), then decoded at once: Tensor[B, L, k]
         k = max(sc.shape[1] for *_, sc in tops)
-        deltas = torch.stack([F.pad(d, (0, 0, 0, k - d.shape[1])) for d, _, _ in tops], dim=1)
-        anchors = torch.stack([F.pad(a, (0, 0, 0, k - a.shape[-2])) for _, a, _ in tops], dim=-3)
-        scores = torch.stack([F.pad(sc, (0, k - sc.shape[1]), value=-math.inf) for *_, sc in tops], dim=1)
+
+        def pad(x: torch.Tensor, dim: int, value: float = 0.0) -> torch.Tensor:  # to k along dim; a level
+            missing = k - x.shape[dim]  # with k anchors or more (most) gets no pad operator in a graph
+            return F.pad(x, (0, 0) * (-1 - dim) + (0, missing), value=value) if missing else x
+
+        deltas = torch.stack([pad(d, -2) for d, _, _ in tops], dim=1)
+        anchors = torch.stack([pad(a, -2) for _, a, _ in tops], dim=-3)
+        scores = torch.stack([pad(sc, -1, -math.inf) for *_, sc in tops], dim=1)
         boxes = decode_boxes(deltas, anchors, rpn["box_weights"], rpn["scale_clamp"])
         valid = finite(boxes).all(-1) & finite(scores)
         boxes = clip_boxes(torch.where(valid.unsqueeze(-1), boxes, boxes.new_zeros(())), image_sizes)
