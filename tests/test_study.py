@@ -121,12 +121,58 @@ def test_the_curves_figure_is_written(tmp_path):
 
 
 def test_a_different_schedule_on_the_same_folder_is_refused_and_the_record_kept(tmp_path):
-    study.check_schedule(tmp_path, {"max_iter": 2000, "eval_period": 250, "smoke": False})
+    schedule = {"max_iter": 2000, "eval_period": 250, "lr_step": 1600, "smoke": False}
+    study.check_schedule(tmp_path, dict(schedule))
     before = (tmp_path / "study.json").read_text()
-    with pytest.raises(SystemExit, match="schedule"):
-        study.check_schedule(tmp_path, {"max_iter": 4000, "eval_period": 250, "smoke": False})
-    assert (tmp_path / "study.json").read_text() == before
-    study.check_schedule(tmp_path, {"max_iter": 2000, "eval_period": 250, "smoke": False})  # same: fine
+    for other in ({"lr_step": 3200, "max_iter": 4000}, {"eval_period": 100}, {"max_iter": 1500}):
+        with pytest.raises(SystemExit, match="schedule"):
+            study.check_schedule(tmp_path, {**schedule, **other})
+        assert (tmp_path / "study.json").read_text() == before
+    study.check_schedule(tmp_path, dict(schedule))  # same: fine
+
+
+def test_a_larger_max_iter_with_the_same_step_extends_the_study(tmp_path):
+    # a record from before --lr-step: its step was 80% of its max_iter
+    (tmp_path / "study.json").write_text(
+        json.dumps({"schedule": {"max_iter": 2000, "eval_period": 250, "smoke": False}})
+    )
+    extended = {"max_iter": 2500, "eval_period": 250, "lr_step": 1600, "smoke": False}
+    study.check_schedule(tmp_path, extended)
+    recorded = json.loads((tmp_path / "study.json").read_text())["schedule"]
+    assert recorded == {**extended, "extended_from": 2000}
+    again = {"max_iter": 2500, "eval_period": 250, "lr_step": 1600, "smoke": False}
+    study.check_schedule(tmp_path, again)  # the extended study, run again: still extended from 2000
+    assert json.loads((tmp_path / "study.json").read_text())["schedule"]["extended_from"] == 2000
+    assert study.schedule_opts(2500, 250, 1600)[:4] == ["SOLVER.MAX_ITER", "2500", "SOLVER.STEPS", "(1600,)"]
+
+
+def test_a_finished_run_short_of_an_extended_schedule_resumes(tmp_path, monkeypatch, capsys):
+    from quant_mimic_tools import pipeline
+
+    fake_run(tmp_path / "qm_seed0", [50.0, 60.0], period=1000)  # finished at 2000 iterations
+    (tmp_path / "qm_seed0" / "last_checkpoint").write_text("model_final.pth")
+    stage = study.Stage("qm_seed0", "qm_R_tiny_FPN.yaml", "QM", ["SOLVER.MAX_ITER", "2500"])
+    commands = []
+
+    class Training:  # train_net.py resuming: two more evaluations, the last at iteration 2500
+        def __init__(self, cmd, **kwargs):
+            commands.append(cmd)
+            with open(tmp_path / "qm_seed0" / "metrics.json", "a") as f:
+                for it, ap in ((2249, 61.0), (2499, 61.5)):
+                    f.write("\n" + json.dumps({"iteration": it, "bbox/AP": ap, "bbox/AP50": 80.0}))
+            self.stdout, self.returncode = iter(["[eta: 0:00:01]\n"]), 0
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(pipeline.subprocess, "Popen", Training)
+    done = pipeline.run_stage(stage, tmp_path, [], 1, 1, until=2000)  # its own schedule: done
+    assert done["bbox/AP"] == 60.0 and commands == []
+    extended = pipeline.run_stage(stage, tmp_path, [], 1, 1, until=2500)
+    assert extended["bbox/AP"] == 61.5 and len(commands) == 1 and "--resume" in commands[0]
+    assert "extending it from 2000 to 2500 iterations" in capsys.readouterr().out
+    assert pipeline.run_stage(stage, tmp_path, [], 1, 1, until=2500)["bbox/AP"] == 61.5  # done now
+    assert len(commands) == 1
 
 
 def test_dry_run_prints_the_teachers_then_every_student(tmp_path, capsys):
@@ -161,7 +207,8 @@ def test_jobs_run_side_by_side_with_their_share_and_failures_are_named_at_the_en
     calls, running, peak, lock = [], [0], [0], threading.Lock()
     both_started = threading.Barrier(2, timeout=10)
 
-    def fake_stage(stage, output, extra, index, total, job=None, tag=False):
+    def fake_stage(stage, output, extra, index, total, job=None, tag=False, until=None):
+        assert until == 2000  # each run is done only once it reached the study's schedule
         with lock:
             calls.append((stage.name, list(extra), job.env()["OMP_NUM_THREADS"], tag, index, total))
             running[0] += 1
@@ -178,7 +225,7 @@ def test_jobs_run_side_by_side_with_their_share_and_failures_are_named_at_the_en
     monkeypatch.setattr(study, "default_num_workers", lambda: 8)
     monkeypatch.setattr(study, "available_cores", lambda: 16)
     with pytest.raises(SystemExit, match=r"1 of 4 runs failed:\nrun2: Stage run2 failed"):
-        study.run_students(stages, tmp_path, ["SOLVER.MAX_ITER", "6"], 3, 6, jobs=2)
+        study.run_students(stages, tmp_path, ["SOLVER.MAX_ITER", "6"], 3, 6, jobs=2, until=2000)
     assert sorted(c[0] for c in calls) == ["run0", "run1", "run2", "run3"]  # the failure stopped no other run
     assert peak[0] == 2
     for name, extra, threads, tag, index, total in calls:

@@ -188,18 +188,22 @@ def run_stage(
     data: UserData | None = None,
     job: MainJob | None = None,
     tag: bool = False,
+    until: int | None = None,
 ) -> dict:
     """Run ``stage`` (``extra_opts``: overrides after its own; ``data``: the user's data sets; ``job``:
     the setting and its data root; ``tag``: name the stage on every progress line, for stages that run
-    side by side)."""
+    side by side; ``until``: a finished run whose last evaluation comes before this iteration is not
+    done, and resumes: its schedule was extended)."""
     job = job or MainJob()
     out = output / stage.name
     done = read_final_metrics(out)
-    if done is not None:
+    if done is not None and (until is None or done.get("iteration", -1) + 1 >= until):
         _say(f"[{index}/{total}] {stage.name}: done already, reusing {out}")
         return done
     resume = (out / "last_checkpoint").exists()
-    _say(f"[{index}/{total}] {stage.name}: {stage.description}{' (resuming)' if resume else ''}")
+    extending = f" (extending it from {done['iteration'] + 1} to {until} iterations)" if done else ""
+    resuming = " (resuming)" if resume and not done else ""
+    _say(f"[{index}/{total}] {stage.name}: {stage.description}{resuming}{extending}")
     cmd = stage_command(stage, output, extra_opts, data)
     start = time.time()
     log = out.parent / f"{stage.name}.log"

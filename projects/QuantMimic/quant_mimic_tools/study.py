@@ -104,11 +104,17 @@ PAPER_ABLATIONS = {
 }
 
 
-def schedule_opts(max_iter: int, eval_period: int) -> list[str]:
-    """The students' schedule: ``max_iter`` iterations, learning rate x0.1 at 80%, evaluations (and
-    checkpoints, for resuming) every ``eval_period``."""
-    return ["SOLVER.MAX_ITER", str(max_iter), "SOLVER.STEPS", f"({int(0.8 * max_iter)},)",
+def schedule_opts(max_iter: int, eval_period: int, lr_step: int | None = None) -> list[str]:
+    """The students' schedule: ``max_iter`` iterations, learning rate x0.1 at ``lr_step`` (default 80%),
+    evaluations (and checkpoints, for resuming) every ``eval_period``."""
+    lr_step = default_lr_step(max_iter) if lr_step is None else lr_step
+    return ["SOLVER.MAX_ITER", str(max_iter), "SOLVER.STEPS", f"({lr_step},)",
             "TEST.EVAL_PERIOD", str(eval_period), "SOLVER.CHECKPOINT_PERIOD", str(eval_period)]  # fmt: skip
+
+
+def default_lr_step(max_iter: int) -> int:
+    """The learning-rate step of a ``max_iter`` schedule unless ``--lr-step`` says otherwise: 80%."""
+    return int(0.8 * max_iter)
 
 
 def student_stages(
@@ -158,20 +164,29 @@ class SharedMachine(MainJob):
 
 
 def run_students(
-    stages: list[Stage], output: Path, extra: list[str], first: int, total: int, jobs: int
+    stages: list[Stage],
+    output: Path,
+    extra: list[str],
+    first: int,
+    total: int,
+    jobs: int,
+    until: int | None = None,
 ) -> None:
     """Run ``stages`` (numbered from ``first`` of ``total``), ``jobs`` at a time. Side by side, each run
     gets its share of the data workers (config overrides in ``extra`` come after it, so they win) and of
-    torch's threads; a failed run does not stop the others, and the study fails at the end naming them."""
+    torch's threads; a failed run does not stop the others, and the study fails at the end naming them.
+    A finished run whose last evaluation comes before iteration ``until`` resumes (an extension)."""
     if jobs == 1:
         for i, stage in enumerate(stages, first):
-            run_stage(stage, output, extra, i, total)
+            run_stage(stage, output, extra, i, total, until=until)
         return
     shared = ["DATALOADER.NUM_WORKERS", str(max(1, default_num_workers() // jobs)), *extra]
     machine = SharedMachine(jobs=jobs)
     with ThreadPoolExecutor(jobs) as pool:
         futures = {
-            stage.name: pool.submit(run_stage, stage, output, shared, i, total, job=machine, tag=True)
+            stage.name: pool.submit(
+                run_stage, stage, output, shared, i, total, job=machine, tag=True, until=until
+            )
             for i, stage in enumerate(stages, first)
         }
     failed = [f"{name}: {future.exception()}" for name, future in futures.items() if future.exception()]
@@ -330,15 +345,33 @@ def matching_figure(output: Path, arms: list[Arm], seed: int, dataset: str, path
 
 
 def check_schedule(output: Path, schedule: dict) -> None:
-    """Record the schedule in ``<output>/study.json``; refuse a different one on the same folder."""
+    """Record the schedule in ``<output>/study.json``; refuse a different one on the same folder, except
+    an extension: the same schedule with a larger ``max_iter`` (the finished students then resume and
+    train on at the last learning rate; the teachers are not retrained)."""
     record = output / "study.json"
     if record.is_file():
         recorded = json.loads(record.read_text()).get("schedule")
-        if recorded is not None and recorded != schedule:
-            raise SystemExit(
-                f"study: error: {output} holds a study with schedule {recorded}, not {schedule}: use another "
-                "--output, or the same --max-iter / --eval-period / --smoke."
-            )
+        if recorded is not None:
+            # a record written before --lr-step had the default step of its max_iter
+            recorded = {"lr_step": default_lr_step(recorded["max_iter"]), **recorded}
+            same = {k: v for k, v in recorded.items() if k not in ("max_iter", "extended_from")}
+            asked = {k: v for k, v in schedule.items() if k not in ("max_iter", "extended_from")}
+            if same == asked and schedule["max_iter"] > recorded["max_iter"]:
+                schedule["extended_from"] = recorded.get("extended_from", recorded["max_iter"])
+                print(
+                    f"study: extending the students of {output} from {recorded['max_iter']} to "
+                    f"{schedule['max_iter']} iterations (learning rate x0.1 still at {schedule['lr_step']})",
+                    file=sys.stderr,
+                )
+            elif same == asked and schedule["max_iter"] == recorded["max_iter"]:
+                if "extended_from" in recorded:
+                    schedule["extended_from"] = recorded["extended_from"]
+            else:
+                raise SystemExit(
+                    f"study: error: {output} holds a study with schedule {recorded}, not {schedule}: use "
+                    "another --output, or the same --eval-period / --lr-step / --smoke (a larger --max-iter "
+                    "with the same --lr-step extends it)."
+                )
     update_record(output, {"schedule": schedule})
 
 
@@ -361,6 +394,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--only", choices=("main", "ablations"), help="run one part of the study")
     parser.add_argument("--max-iter", type=int, default=2000, help="iterations per student")
     parser.add_argument("--eval-period", type=int, default=250, help="evaluate (and checkpoint) every N")
+    parser.add_argument("--lr-step", type=int, help="iteration of the learning rate's x0.1 step (default: 80%% "
+                        "of --max-iter); a larger --max-iter with a study's own step extends its students")  # fmt: skip
     parser.add_argument("--jobs", type=int, default=1, help="students trained side by side (e.g. on a GPU)")
     parser.add_argument("--smoke", action="store_true", help="the mini data set, 6 iterations per run")
     parser.add_argument("--report-only", action="store_true", help="only (re)write the tables and figures")
@@ -379,14 +414,17 @@ def main(argv: list[str] | None = None) -> None:
         get_parser().error("--jobs must be at least 1")
     if args.max_iter < 2 * args.eval_period:
         get_parser().error("--max-iter must allow at least two evaluations: make it >= 2 x --eval-period")
+    if args.lr_step is not None and not 0 < args.lr_step < args.max_iter:
+        get_parser().error("--lr-step must be inside the schedule: 0 < --lr-step < --max-iter")
     output = args.output or Path("output/study_smoke" if args.smoke else "output/study")
     teachers = args.teachers or output / "teachers"
     arms = [a for a in ARMS if args.only is None or a.main == (args.only == "main")]
     seeds = {True: args.seeds, False: args.ablation_seeds}
-    schedule = {"max_iter": args.max_iter, "eval_period": args.eval_period, "smoke": args.smoke,
-                "teachers": str(teachers)}  # fmt: skip
+    lr_step = default_lr_step(args.max_iter) if args.lr_step is None else args.lr_step
+    schedule = {"max_iter": args.max_iter, "eval_period": args.eval_period, "lr_step": lr_step,
+                "smoke": args.smoke, "teachers": str(teachers)}  # fmt: skip
     extra = (list(SHAPES.smoke_opts) if args.smoke else []) + list(args.opts)
-    run_schedule = schedule_opts(args.max_iter, args.eval_period)
+    run_schedule = schedule_opts(args.max_iter, args.eval_period, lr_step)
     teacher_stages = teacher_chain(teachers, args.teachers is None, run_schedule)
     stages = student_stages(arms, seeds, output, teachers, run_schedule)
     if args.dry_run:
@@ -406,7 +444,7 @@ def main(argv: list[str] | None = None) -> None:
         total = len(teacher_stages) + len(stages)
         for i, stage in enumerate(teacher_stages, 1):
             run_stage(stage, teachers, list(SHAPES.smoke_opts) if args.smoke else [], i, total)
-        run_students(stages, output, extra, len(teacher_stages) + 1, total, args.jobs)
+        run_students(stages, output, extra, len(teacher_stages) + 1, total, args.jobs, until=args.max_iter)
     summary = summarize(output, arms, seeds)
     summary["schedule"] = schedule
     ap_curves(output, arms, seeds, output / "ap_curves.png")
