@@ -146,6 +146,18 @@ def test_a_larger_max_iter_with_the_same_step_extends_the_study(tmp_path):
     assert study.schedule_opts(2500, 250, 1600)[:4] == ["SOLVER.MAX_ITER", "2500", "SOLVER.STEPS", "(1600,)"]
 
 
+def test_report_only_keeps_the_studys_recorded_schedule(tmp_path):
+    schedule = {"max_iter": 2000, "eval_period": 250, "lr_step": 1600, "smoke": False, "teachers": "t"}
+    (tmp_path / "study.json").write_text(json.dumps({"schedule": schedule}))
+    for seed in (0, 1):
+        fake_run(tmp_path / f"scratch_seed{seed}", [40.0, 50.0 + seed])
+    study.main(["--report-only", "--output", str(tmp_path), "--teachers", "/elsewhere", "--max-iter", "750",
+                "--only", "main", "--seeds", "0", "1"])  # fmt: skip
+    record = json.loads((tmp_path / "study.json").read_text())
+    assert record["schedule"] == schedule and record["arms"]["scratch"]["mean"] == 50.5
+    assert (tmp_path / "study.md").read_text().startswith("# Study: 2000 iterations per student")
+
+
 def test_a_finished_run_short_of_an_extended_schedule_resumes(tmp_path, monkeypatch, capsys):
     from quant_mimic_tools import pipeline
 
@@ -170,7 +182,7 @@ def test_a_finished_run_short_of_an_extended_schedule_resumes(tmp_path, monkeypa
     assert done["bbox/AP"] == 60.0 and commands == []
     extended = pipeline.run_stage(stage, tmp_path, [], 1, 1, until=2500)
     assert extended["bbox/AP"] == 61.5 and len(commands) == 1 and "--resume" in commands[0]
-    assert "extending it from 2000 to 2500 iterations" in capsys.readouterr().out
+    assert "extending it to 2500 iterations" in capsys.readouterr().out
     assert pipeline.run_stage(stage, tmp_path, [], 1, 1, until=2500)["bbox/AP"] == 61.5  # done now
     assert len(commands) == 1
 

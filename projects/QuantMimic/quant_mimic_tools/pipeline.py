@@ -201,7 +201,7 @@ def run_stage(
         _say(f"[{index}/{total}] {stage.name}: done already, reusing {out}")
         return done
     resume = (out / "last_checkpoint").exists()
-    extending = f" (extending it from {done['iteration'] + 1} to {until} iterations)" if done else ""
+    extending = f" (extending it to {until} iterations)" if done else ""
     resuming = " (resuming)" if resume and not done else ""
     _say(f"[{index}/{total}] {stage.name}: {stage.description}{resuming}{extending}")
     cmd = stage_command(stage, output, extra_opts, data)

@@ -446,6 +446,9 @@ def main(argv: list[str] | None = None) -> None:
             run_stage(stage, teachers, list(SHAPES.smoke_opts) if args.smoke else [], i, total)
         run_students(stages, output, extra, len(teacher_stages) + 1, total, args.jobs, until=args.max_iter)
     summary = summarize(output, arms, seeds)
+    if args.report_only:  # the tables of the study as it was run: its record's schedule, not these options
+        record = output / "study.json"
+        schedule = json.loads(record.read_text()).get("schedule", schedule) if record.is_file() else schedule
     summary["schedule"] = schedule
     ap_curves(output, arms, seeds, output / "ap_curves.png")
     summary["matching_ratio_mean"] = matching_figure(
