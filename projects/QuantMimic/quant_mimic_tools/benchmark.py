@@ -133,6 +133,7 @@ def _teacher_weights(folder: str) -> str:
     return path
 
 
+GRAPH_UNTIMED_PARTS = ("backbone", "rpn", "roi_heads")  # inside a whole-detector graph: no laps
 PARTS_LABELS = [("preprocess", "preproc"), ("backbone", "backbone"), ("rpn", "rpn"), ("roi_heads", "roi_heads"),
                 ("postprocess", "postproc")]  # fmt: skip
 
@@ -394,9 +395,22 @@ def print_pair(args: argparse.Namespace, results: dict, title: str) -> None:
                 batch = c.get("batch", 1)
                 gflops = f"{c['gflops']:>8.3f}" if kind == "eager" else f"{'':>8}"
                 line = f"{key:>9}  {name:<8}{kind:<20}{gflops}{ms['total']:>9.1f}"
-                line += "".join(f"{ms[part]:>10.1f}" for part, _ in PARTS_LABELS)
+                whole = (
+                    "graph" in kind
+                )  # one call: its parts have no laps of their own ("-"), all in postproc
+                line += "".join(
+                    f"{'-':>10}" if whole and part in GRAPH_UNTIMED_PARTS else f"{ms[part]:>10.1f}"
+                    for part, _ in PARTS_LABELS
+                )
                 line += f"{c['detections']:>6}{1000 * batch / ms['total']:>8.0f}"
                 print(line)
+        alone = row.get("backbone_alone_ms", {})
+        if alone:
+            print(
+                f"{key:>9}  graph rows: the whole detector in one call, timed as postproc; their backbone+FPN "
+                f"network alone, in the same rounds: teacher {alone.get('teacher', math.nan):.1f} ms, student "
+                f"{alone.get('student', math.nan):.1f} ms"
+            )
         r = row["ratios"]
         best = r["best_deployed"]
         print(
