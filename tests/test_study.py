@@ -97,6 +97,7 @@ def test_ablations_are_reported_against_their_reference_beside_the_papers_differ
     fake_run(tmp_path / "qm_pow2_seed0", [30.0, 38.0])
     fake_run(tmp_path / "qm_pow2_seed1", [30.0, 41.5])
     fake_run(tmp_path / "qm_lambda10_seed0", [30.0, 35.0])  # its reference has seed 0 too
+    fake_run(tmp_path / "qm_as_written_seed0", [0.1, math.nan])  # no detections: COCO's AP is NaN
     summary = study.summarize(tmp_path, list(study.ARMS), {True: [0, 1, 2], False: [0, 1]})
     pow2 = summary["ablations"]["qm_pow2"]
     assert pow2["reference"] == "qm" and pow2["seeds"] == [0, 1]
@@ -111,6 +112,10 @@ def test_ablations_are_reported_against_their_reference_beside_the_papers_differ
     )
     assert "| qm_lambda10 | qm | -5.0 (0) | -2.9 | 44.1 against 47.0, VOC07 test mAP (Table 8) |" in text
     assert "| mimic_no_relu | mimic | - | - | not in the paper" in text
+    assert (
+        "| qm_as_written | qm | no detections (0) | - |" in text
+        and "| 1 | 0: no detections | - | - | 0/1 |" in text
+    )
 
 
 def test_the_curves_figure_is_written(tmp_path):

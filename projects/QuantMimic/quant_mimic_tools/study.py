@@ -259,7 +259,12 @@ def summarize(output: Path, arms: list[Arm], seeds: dict[bool, list[int]]) -> di
 
 
 def _fmt(x: float | None, digits: int = 1) -> str:
-    return "-" if x is None else f"{x:.{digits}f}"
+    return "-" if x is None or math.isnan(x) else f"{x:.{digits}f}"
+
+
+def _ap(x: float) -> str:
+    """A run's AP; NaN is what detectron2's COCO evaluation gives a model with no detections."""
+    return "no detections" if math.isnan(x) else f"{x:.1f}"
 
 
 def markdown(summary: dict, schedule: dict) -> str:
@@ -272,7 +277,7 @@ def markdown(summary: dict, schedule: dict) -> str:
     ]
     for name, arm in summary["arms"].items():
         runs = arm["runs"]
-        per_seed = ", ".join(f"{s}: {r['AP']:.1f}" for s, r in runs.items()) or "-"
+        per_seed = ", ".join(f"{s}: {_ap(r['AP'])}" for s, r in runs.items()) or "-"
         flat = f"{sum(r['flat'] for r in runs.values())}/{len(runs)}" if runs else "-"
         lines.append(
             f"| {name} | {arm['description']} | {len(runs)} | {per_seed} | {_fmt(arm['mean'])} "
@@ -291,7 +296,14 @@ def markdown(summary: dict, schedule: dict) -> str:
         ]
     for name, row in summary.get("ablations", {}).items():
         paper = PAPER_ABLATIONS[name]
-        ours = f"{row['mean']:+.1f} ({', '.join(map(str, row['seeds']))})" if row["seeds"] else "-"
+        ours = "-"
+        if row["seeds"]:
+            seeds_text = ", ".join(map(str, row["seeds"]))
+            ours = (
+                f"{row['mean']:+.1f} ({seeds_text})"
+                if not math.isnan(row["mean"])
+                else f"no detections ({seeds_text})"
+            )
         theirs = " / ".join(f"{d:+.1f}" for d in row["paper_differences"]) or "-"
         numbers = paper.metric
         if paper.ablation:
