@@ -395,9 +395,8 @@ def print_pair(args: argparse.Namespace, results: dict, title: str) -> None:
                 batch = c.get("batch", 1)
                 gflops = f"{c['gflops']:>8.3f}" if kind == "eager" else f"{'':>8}"
                 line = f"{key:>9}  {name:<8}{kind:<20}{gflops}{ms['total']:>9.1f}"
-                whole = (
-                    "graph" in kind
-                )  # one call: its parts have no laps of their own ("-"), all in postproc
+                # a graph is one call: its parts have no laps of their own ("-"), all in postproc
+                whole = "graph" in kind
                 line += "".join(
                     f"{'-':>10}" if whole and part in GRAPH_UNTIMED_PARTS else f"{ms[part]:>10.1f}"
                     for part, _ in PARTS_LABELS

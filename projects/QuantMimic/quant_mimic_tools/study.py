@@ -211,6 +211,12 @@ def evaluations(output_dir: Path) -> list[tuple[int, float]]:
     return [(r["iteration"], r[METRIC]) for r in read_metrics(output_dir) if is_evaluation(r) and METRIC in r]
 
 
+def paired_differences(runs_a: dict, runs_b: dict) -> tuple[list[int], list[float]]:
+    """The seeds both arms ran, and arm a's AP minus arm b's at each."""
+    common = sorted(set(runs_a) & set(runs_b))
+    return common, [runs_a[s]["AP"] - runs_b[s]["AP"] for s in common]
+
+
 def summarize(output: Path, arms: list[Arm], seeds: dict[bool, list[int]]) -> dict:
     """Per-arm per-seed final AP, mean / std, flatness, and the paired differences of :data:`PAIRS`."""
     summary: dict = {"arms": {}, "pairs": {}}
@@ -233,9 +239,7 @@ def summarize(output: Path, arms: list[Arm], seeds: dict[bool, list[int]]) -> di
     for a, b in PAIRS:
         if a not in summary["arms"] or b not in summary["arms"]:
             continue
-        ra, rb = summary["arms"][a]["runs"], summary["arms"][b]["runs"]
-        common = sorted(set(ra) & set(rb))
-        diffs = [ra[s]["AP"] - rb[s]["AP"] for s in common]
+        common, diffs = paired_differences(summary["arms"][a]["runs"], summary["arms"][b]["runs"])
         entry: dict = {"seeds": common, "differences": diffs}
         if len(diffs) >= 2:
             mean, low, high = t_interval(diffs)
@@ -245,9 +249,9 @@ def summarize(output: Path, arms: list[Arm], seeds: dict[bool, list[int]]) -> di
     for name, paper in PAPER_ABLATIONS.items():
         if name not in summary["arms"] or paper.reference not in summary["arms"]:
             continue
-        ra, rb = summary["arms"][name]["runs"], summary["arms"][paper.reference]["runs"]
-        common = sorted(set(ra) & set(rb))
-        diffs = [ra[s]["AP"] - rb[s]["AP"] for s in common]
+        common, diffs = paired_differences(
+            summary["arms"][name]["runs"], summary["arms"][paper.reference]["runs"]
+        )
         summary["ablations"][name] = {
             "reference": paper.reference,
             "seeds": common,
