@@ -68,6 +68,10 @@ def test_inference_table_has_eager_and_deployed_runs_and_their_ratios(benchmark)
         ms("student", "eager") / ms("student", best["student"])
     )
     assert 0 < ratios["student_share_outside_backbone"] < 1
+    eager = measured["student"]["eager"]  # the FLOPs of the RPN and box heads, beside their time
+    assert 0 < eager["backbone_gflops"] < eager["gflops"]
+    share = float(re.search(r"student GFLOPs outside backbone\+FPN +([0-9.]+)%", stdout).group(1))
+    assert share == pytest.approx(100 * (1 - eager["backbone_gflops"] / eager["gflops"]), abs=0.06)
     for name in ("teacher", "student"):  # the ways to run took turns over 2 rounds; each its median round
         for kind, run in measured[name].items():
             assert (

@@ -346,6 +346,8 @@ def pair_ratios(row: dict) -> dict:
         "deployed_teacher/deployed_student": ms(t, best_t) / ms(s, best_s),
         "eager_student/deployed_student": ms(s, "eager") / ms(s, best_s),
         "student_share_outside_backbone": 1 - backbone_ms / ms(s, best_s),
+        # where time followed FLOPs, this would be the time share above (RoIAlign, NMS and top-k count 0)
+        "student_gflops_share_outside_backbone": 1 - s["eager"]["backbone_gflops"] / s["eager"]["gflops"],
         "best_deployed": {"teacher": best_t, "student": best_s},
     }
     if "onnxruntime" in s and "torchscript" in s:
@@ -430,6 +432,11 @@ def print_pair(args: argparse.Namespace, results: dict, title: str) -> None:
                 if "graph" in best["student"]
                 else ""
             )
+        )
+        print(
+            f"{'':>11}student GFLOPs outside backbone+FPN      "
+            f"{100 * r['student_gflops_share_outside_backbone']:6.1f}%  (RPN and box heads: the time share if "
+            "time followed FLOPs)"
         )
         if "student_onnxruntime/onnxruntime_graph" in r:
             print(
