@@ -37,7 +37,7 @@ import torch
 from PIL import Image
 from torch import nn
 from torch.nn import functional as F
-from torchvision.ops import batched_nms, nms, ps_roi_align, roi_align
+from torchvision.ops import batched_nms, ps_roi_align, roi_align
 
 DEPLOY_FILE = "deploy.json"
 NETWORK_FILES = {"backbone": "backbone.ts", "rpn_head": "rpn_head.ts", "head": "head.ts"}
@@ -110,15 +110,15 @@ def grouped_nms(
 
     CPU: those entries are dropped first (a boolean index waits on nothing there, and NMS time grows
     with the square of its input), then ``torchvision.ops.batched_nms``. Other devices: the input keeps
-    its fixed size, and the groups are moved apart by an offset larger than any coordinate for one
-    ``torchvision.ops.nms`` call (``batched_nms``' own method for small inputs, which it replaces by a
-    loop over groups for large ones).
+    its fixed size and goes to ``batched_nms`` as it is: up to 20,000 boxes it moves the groups apart by
+    an offset for one ``nms`` call; above, it loops over the groups, because one call's cost grows with
+    the square of the box count (the teacher's RPN at batch 32: 80,000 boxes). -inf entries may be
+    returned there; the callers mask them.
     """
     if boxes.device.type == "cpu":
         idx = torch.nonzero(finite(scores)).squeeze(1)
         return idx[batched_nms(boxes[idx], scores[idx], groups[idx], iou_threshold)]
-    offsets = groups.to(boxes) * (boxes.max() + 1)
-    return nms(boxes + offsets[:, None], scores, iou_threshold)
+    return batched_nms(boxes, scores, groups, iou_threshold)
 
 
 def keep_mask(keep: torch.Tensor, size: int) -> torch.Tensor:
