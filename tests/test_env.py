@@ -1,9 +1,11 @@
 """detectron2 imports, and a build without compiled ops says clearly what is missing; the set-up picks
-its Python; the library never imports the commands."""
+its Python and refuses a full disk; the library never imports the commands."""
 
 import ast
 import importlib
 import importlib.util
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -128,6 +130,33 @@ def test_setup_without_a_supported_python_names_what_to_install(tmp_path):
     assert out.stdout == ""
     assert "no working Python 3.10 to 3.13 on PATH: install one" in out.stderr
     assert out.stderr.count("\n") == 1  # one sentence
+
+
+def setup_copy(folder):
+    """The files ``tools/setup_env.sh`` reads before it installs anything, copied to ``folder`` (no .venv)."""
+    for name in (
+        "requirements.txt",
+        "setup.cfg",
+        "pyproject.toml",
+        "tools/build_detectron2.py",
+        "tools/setup_env.sh",
+    ):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / name, folder / name)
+    return folder / "tools" / "setup_env.sh"
+
+
+def test_setup_without_the_disk_space_refuses_in_one_sentence_before_anything(tmp_path):
+    script = setup_copy(tmp_path)
+    env = dict(os.environ, QUANTMIMIC_SETUP_NEED_GB="1000000")  # more than any disk here
+    out = subprocess.run([shutil.which("bash"), str(script)], env=env, capture_output=True, text=True)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert re.fullmatch(
+        rf"set-up: only \d+ GB free on the disk of {re.escape(str(tmp_path))}, and a first set-up needs "
+        r"about 1000000 GB \(torch and its libraries\): free some space and run it again\.\n",
+        out.stderr,
+    ), out.stderr
+    assert out.stdout == "" and not (tmp_path / ".venv").exists()
 
 
 def imported_modules(path) -> set[str]:

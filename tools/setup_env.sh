@@ -9,6 +9,7 @@
 #      fixes (tools/build_detectron2.py). Only the compiled-only ops are missing there.
 #
 # The Python that creates .venv: $PYTHON if set, else the newest of python3.13 ... python3.10 on PATH.
+# A first set-up refuses to start with less than $QUANTMIMIC_SETUP_NEED_GB (default 8) GB free; 0 skips that.
 # `bash tools/setup_env.sh --print-python` prints that choice and exits, before anything else.
 set -euo pipefail
 
@@ -68,6 +69,18 @@ pip_quiet() {  # pip without the per-package notes about this machine's local in
     "$VENV/bin/python" -m pip "$@" 2>&1 | { grep -v '^WARNING: Location' || true; }
     return "${PIPESTATUS[0]}"
 }
+
+# A first set-up fills about 6 GB (.venv here: 6.1 GB, torch's CUDA libraries most of it), and pip unpacks
+# the wheels before it installs them: refuse early, in one sentence, rather than fail half-way in pip.
+NEED_GB=${QUANTMIMIC_SETUP_NEED_GB:-8}
+if [ ! -x "$VENV/bin/python" ] && [ "$NEED_GB" -gt 0 ]; then
+    free_gb=$(df -Pk . | awk 'NR == 2 {print int($4 / 1048576)}')
+    if [ "$free_gb" -lt "$NEED_GB" ]; then
+        echo "set-up: only $free_gb GB free on the disk of $(pwd), and a first set-up needs about $NEED_GB GB" \
+            "(torch and its libraries): free some space and run it again." >&2
+        exit 2
+    fi
+fi
 
 start=$(date +%s)
 if [ ! -x "$VENV/bin/python" ]; then
