@@ -24,6 +24,11 @@ def fake_run(folder: Path, aps: list[float], period: int = 250) -> None:
     (folder / "model_final.pth").write_bytes(b"")
 
 
+def test_the_standard_deviation_of_runs_with_no_detections_is_nan():
+    assert study.sample_std([1.0, 2.0, 4.0]) == pytest.approx(1.5275252, abs=1e-6)
+    assert math.isnan(study.sample_std([math.nan, 2.0])) and math.isnan(study.sample_std([math.nan] * 2))
+
+
 def test_t_interval_equals_the_hand_computed_interval():
     mean, low, high = study.t_interval([1.0, 2.0, 3.0, 4.0, 5.0])
     half = 2.7764451051977987 * math.sqrt(2.5) / math.sqrt(5)  # t(0.975, 4) * s / sqrt(n)
@@ -98,7 +103,10 @@ def test_ablations_are_reported_against_their_reference_beside_the_papers_differ
     fake_run(tmp_path / "qm_pow2_seed1", [30.0, 41.5])
     fake_run(tmp_path / "qm_lambda10_seed0", [30.0, 35.0])  # its reference has seed 0 too
     fake_run(tmp_path / "qm_as_written_seed0", [0.1, math.nan])  # no detections: COCO's AP is NaN
+    fake_run(tmp_path / "qm_as_written_seed1", [math.nan, math.nan])  # two such seeds: no std either
     summary = study.summarize(tmp_path, list(study.ARMS), {True: [0, 1, 2], False: [0, 1]})
+    as_written = summary["arms"]["qm_as_written"]
+    assert math.isnan(as_written["mean"]) and math.isnan(as_written["std"])
     pow2 = summary["ablations"]["qm_pow2"]
     assert pow2["reference"] == "qm" and pow2["seeds"] == [0, 1]
     assert pow2["differences"] == [-2.0, 0.5] and pow2["mean"] == -0.75
@@ -113,14 +121,15 @@ def test_ablations_are_reported_against_their_reference_beside_the_papers_differ
     assert "| qm_lambda10 | qm | -5.0 (0) | -2.9 | 44.1 against 47.0, VOC07 test mAP (Table 8) |" in text
     assert "| mimic_no_relu | mimic | - | - | not in the paper" in text
     assert (
-        "| qm_as_written | qm | no detections (0) | - |" in text
-        and "| 1 | 0: no detections | - | - | 0/1 |" in text
+        "| qm_as_written | qm | no detections (0, 1) | - |" in text
+        and "| 2 | 0: no detections, 1: no detections | - | - | 0/2 |" in text
     )
 
 
 def test_the_curves_figure_is_written(tmp_path):
     for seed in (0, 1):
         fake_run(tmp_path / f"qm_seed{seed}", [5.0 + seed, 20.0, 25.0])
+        fake_run(tmp_path / f"qm_as_written_seed{seed}", [0.1, math.nan, math.nan])  # no detections
     path = study.ap_curves(tmp_path, list(study.ARMS), {True: [0, 1], False: [0]}, tmp_path / "curves.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
 

@@ -36,6 +36,7 @@ import json
 import math
 import statistics
 import sys
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -194,6 +195,13 @@ def run_students(
         raise SystemExit(f"study: {len(failed)} of {len(stages)} runs failed:\n" + "\n".join(failed))
 
 
+def sample_std(values: Iterable[float]) -> float:
+    """The sample standard deviation (``statistics.stdev``), NaN where a value is NaN (a run with no
+    detections): ``statistics.stdev`` raises on NaN."""
+    values = list(values)
+    return math.nan if any(math.isnan(v) for v in values) else statistics.stdev(values)
+
+
 def t_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float, float]:
     """(mean, low, high): the t-distribution confidence interval of the mean of ``values`` (n >= 2)."""
     from scipy import stats
@@ -202,7 +210,7 @@ def t_interval(values: list[float], confidence: float = 0.95) -> tuple[float, fl
     if n < 2:
         raise ValueError("A confidence interval needs at least 2 values.")
     mean = statistics.mean(values)
-    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * statistics.stdev(values) / math.sqrt(n)
+    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * sample_std(values) / math.sqrt(n)
     return mean, mean - half, mean + half
 
 
@@ -234,7 +242,7 @@ def summarize(output: Path, arms: list[Arm], seeds: dict[bool, list[int]]) -> di
             "description": arm.description,
             "runs": runs,
             "mean": statistics.mean(aps) if aps else None,
-            "std": statistics.stdev(aps) if len(aps) > 1 else None,
+            "std": sample_std(aps) if len(aps) > 1 else None,
         }
     for a, b in PAIRS:
         if a not in summary["arms"] or b not in summary["arms"]:
@@ -333,7 +341,7 @@ def ap_curves(output: Path, arms: list[Arm], seeds: dict[bool, list[int]], path:
             continue
         iterations = sorted(set.intersection(*(set(c) for c in curves)))
         means = [statistics.mean(c[i] for c in curves) for i in iterations]
-        stds = [statistics.stdev(c[i] for c in curves) if len(curves) > 1 else 0.0 for i in iterations]
+        stds = [sample_std(c[i] for c in curves) if len(curves) > 1 else 0.0 for i in iterations]
         (line,) = ax.plot(iterations, means, marker="o", label=f"{arm.name} ({len(curves)} seeds)")
         ax.fill_between(
             iterations, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
