@@ -70,20 +70,17 @@ pip_quiet() {  # pip without the per-package notes about this machine's local in
     return "${PIPESTATUS[0]}"
 }
 
-# A first set-up fills about 6 GB (.venv here: 6.1 GB, torch's CUDA libraries most of it), and pip unpacks
-# the wheels before it installs them: refuse early, in one sentence, rather than fail half-way in pip.
-NEED_GB=${QUANTMIMIC_SETUP_NEED_GB:-8}
-if [ ! -x "$VENV/bin/python" ] && [ "$NEED_GB" -gt 0 ]; then
+start=$(date +%s)
+if [ ! -x "$VENV/bin/python" ]; then
+    # A first set-up fills about 6 GB (.venv here: 6.1 GB, torch's CUDA libraries most of it), and pip
+    # unpacks the wheels before it installs them: refuse early, in one sentence, not half-way in pip.
+    NEED_GB=${QUANTMIMIC_SETUP_NEED_GB:-8}
     free_gb=$(df -Pk . | awk 'NR == 2 {print int($4 / 1048576)}')
-    if [ "$free_gb" -lt "$NEED_GB" ]; then
+    if [ "$NEED_GB" -gt 0 ] && [ "$free_gb" -lt "$NEED_GB" ]; then
         echo "set-up: only $free_gb GB free on the disk of $(pwd), and a first set-up needs about $NEED_GB GB" \
             "(torch and its libraries): free some space and run it again." >&2
         exit 2
     fi
-fi
-
-start=$(date +%s)
-if [ ! -x "$VENV/bin/python" ]; then
     how="the newest of $SUPPORTED_PYTHONS on PATH"
     [ -z "${PYTHON:-}" ] || how="\$PYTHON"
     PYTHON=$(choose_python) || exit

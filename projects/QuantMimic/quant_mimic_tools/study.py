@@ -310,12 +310,8 @@ def markdown(summary: dict, schedule: dict) -> str:
         paper = PAPER_ABLATIONS[name]
         ours = "-"
         if row["seeds"]:
-            seeds_text = ", ".join(map(str, row["seeds"]))
-            ours = (
-                f"{row['mean']:+.1f} ({seeds_text})"
-                if not math.isnan(row["mean"])
-                else f"no detections ({seeds_text})"
-            )
+            mean = "no detections" if math.isnan(row["mean"]) else f"{row['mean']:+.1f}"
+            ours = f"{mean} ({', '.join(map(str, row['seeds']))})"
         theirs = " / ".join(f"{d:+.1f}" for d in row["paper_differences"]) or "-"
         numbers = paper.metric
         if paper.ablation:
