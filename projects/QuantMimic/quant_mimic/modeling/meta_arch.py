@@ -72,10 +72,29 @@ class FrozenTeacher(nn.Module):
         return self
 
     @torch.no_grad()
-    def features(self, batched_inputs: list[dict]) -> dict[str, torch.Tensor]:
-        """Backbone (+FPN) features only: the teacher's RPN and heads never run."""
-        images = self.model.preprocess_image(batched_inputs)
-        return self.model.backbone(images.tensor)
+    def features(
+        self, batched_inputs: list[dict], images: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Backbone (+FPN) features only: the teacher's RPN and heads never run. ``images``: the batch
+        already normalized and padded as this teacher would (see :meth:`same_inputs_as`)."""
+        if images is None:
+            images = self.model.preprocess_image(batched_inputs).tensor
+        return self.model.backbone(images)
+
+    def same_inputs_as(self, model: GeneralizedRCNN) -> bool:
+        """Whether ``model`` turns a batch into the very tensor this teacher's backbone reads: the same
+        input format, pixel mean and std, and padding."""
+        mine = self.model
+
+        def padding(m: GeneralizedRCNN) -> tuple:
+            return m.backbone.size_divisibility, getattr(m.backbone, "padding_constraints", None)
+
+        return (
+            mine.input_format == model.input_format
+            and torch.equal(mine.pixel_mean.cpu(), model.pixel_mean.cpu())
+            and torch.equal(mine.pixel_std.cpu(), model.pixel_std.cpu())
+            and padding(mine) == padding(model)
+        )
 
 
 @META_ARCH_REGISTRY.register()
@@ -108,6 +127,8 @@ class QuantMimicRCNN(nn.Module):
         self.pooler = pooler
         self.adapter = adapter
         self.num_rois_per_image = num_rois_per_image
+        # the teacher reads the student's normalized, padded batch where it would compute the same one
+        self.teacher_shares_images = self.teacher.same_inputs_as(student)
 
     @classmethod
     def from_config(cls, cfg: CfgNode) -> dict:
@@ -161,7 +182,9 @@ class QuantMimicRCNN(nn.Module):
             return self.student(batched_inputs)
         seen: dict = {}
         hooks = [
-            self.student.backbone.register_forward_hook(lambda m, i, out: seen.__setitem__("features", out)),
+            self.student.backbone.register_forward_hook(
+                lambda m, i, out: seen.update(images=i[0], features=out)
+            ),
             # ROI heads return (sampled proposals, losses) in training
             self.student.roi_heads.register_forward_hook(
                 lambda m, i, out: seen.__setitem__("sampled", out[0])
@@ -178,14 +201,17 @@ class QuantMimicRCNN(nn.Module):
         sampled = seen["sampled"]
         boxes = [p.proposal_boxes[: self.num_rois_per_image] for p in sampled]
         student_rois = None
-        if "pooled" in seen:
+        if "pooled" in seen and all(len(b) == len(p) for b, p in zip(boxes, sampled)):
+            student_rois = seen["pooled"]  # every sampled proposal is mimicked: no copy
+        elif "pooled" in seen:
             starts = [0]
             for p in sampled[:-1]:
                 starts.append(starts[-1] + len(p))
             index = torch.cat([torch.arange(len(b), device=self.device) + s for b, s in zip(boxes, starts)])
             student_rois = seen["pooled"][index]
+        images = seen["images"] if self.teacher_shares_images else None
         losses[MIMIC_FEATURES_KEY] = self.mimic_features(
-            batched_inputs, seen["features"], boxes, student_rois
+            batched_inputs, seen["features"], boxes, student_rois, images
         )
         return losses
 
@@ -214,13 +240,15 @@ class QuantMimicRCNN(nn.Module):
         student_features: dict[str, torch.Tensor],
         boxes: list[Boxes],
         student_rois: torch.Tensor | None = None,
+        images: torch.Tensor | None = None,
     ) -> MimicFeatures:
         """The RoI features the mimic loss compares: ``boxes`` (one Boxes per image, input-image
         coordinates) pooled from the teacher's feature maps (computed here, no gradient) and from
         ``student_features``, the student's adapted by r(). Both Tensor[sum(len(b)), C_teacher, R, R].
         ``student_rois``: the student's RoI features of ``boxes`` where already pooled (see
-        :meth:`reusable_box_pooler`)."""
-        teacher_features = self.teacher.features(batched_inputs)
+        :meth:`reusable_box_pooler`). ``images``: the student's normalized, padded batch, where the
+        teacher reads the same (``teacher_shares_images``)."""
+        teacher_features = self.teacher.features(batched_inputs, images)
         teacher_rois = self.pooler([teacher_features[f] for f in self.in_features], boxes)
         if student_rois is None:
             student_rois = self.pooler([student_features[f] for f in self.in_features], boxes)
