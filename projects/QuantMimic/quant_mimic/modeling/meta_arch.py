@@ -201,14 +201,16 @@ class QuantMimicRCNN(nn.Module):
         sampled = seen["sampled"]
         boxes = [p.proposal_boxes[: self.num_rois_per_image] for p in sampled]
         student_rois = None
-        if "pooled" in seen and all(len(b) == len(p) for b, p in zip(boxes, sampled)):
-            student_rois = seen["pooled"]  # every sampled proposal is mimicked: no copy
-        elif "pooled" in seen:
-            starts = [0]
-            for p in sampled[:-1]:
-                starts.append(starts[-1] + len(p))
-            index = torch.cat([torch.arange(len(b), device=self.device) + s for b, s in zip(boxes, starts)])
-            student_rois = seen["pooled"][index]
+        if "pooled" in seen:
+            student_rois = seen["pooled"]  # every sampled proposal mimicked: the box head's tensor as it is
+            if any(len(b) != len(p) for b, p in zip(boxes, sampled)):
+                starts = [0]
+                for p in sampled[:-1]:
+                    starts.append(starts[-1] + len(p))
+                index = torch.cat(
+                    [torch.arange(len(b), device=self.device) + s for b, s in zip(boxes, starts)]
+                )
+                student_rois = student_rois[index]
         images = seen["images"] if self.teacher_shares_images else None
         losses[MIMIC_FEATURES_KEY] = self.mimic_features(
             batched_inputs, seen["features"], boxes, student_rois, images
