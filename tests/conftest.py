@@ -56,9 +56,10 @@ def read_metrics(output_dir: Path) -> list[dict]:
 
 
 def copypaste_results(stdout: str) -> dict[str, float]:
-    """The AP row detectron2 prints as ``copypaste: AP,AP50,...`` / ``copypaste: 1.0,2.0,...``."""
+    """The last AP row detectron2 prints as ``copypaste: AP,AP50,...`` / ``copypaste: 1.0,2.0,...``
+    (the final evaluation of a run that also evaluated on the way)."""
     rows = [line.split("copypaste: ")[1] for line in stdout.splitlines() if "copypaste: " in line]
-    header = next(i for i, r in enumerate(rows) if r.startswith("AP,"))
+    header = max(i for i, r in enumerate(rows) if r.startswith("AP,"))
     return dict(zip(rows[header].split(","), map(float, rows[header + 1].split(","))))
 
 

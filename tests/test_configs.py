@@ -61,11 +61,14 @@ def test_paper_config_builds_its_model_on_cpu(name):
 
 
 @pytest.mark.parametrize("cores, workers", [(1, 1), (2, 1), (6, 3), (16, 8), (64, 8)])
-def test_data_loader_workers_follow_the_cores_unless_set(monkeypatch, cores, workers):
+def test_data_loader_workers_follow_the_device_and_the_cores_unless_set(monkeypatch, cores, workers):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
-    assert default_num_workers() == workers
+    assert default_num_workers("cuda") == default_num_workers("cuda:1") == workers
+    assert default_num_workers("cpu") == 0  # on the CPU the batches are loaded in the training process
     config = str(CONFIGS / "qm_R_tiny_FPN.yaml")
-    assert build_config(config, ["MODEL.DEVICE", "cpu"]).DATALOADER.NUM_WORKERS == workers
+    gpu = build_config(config, ["MODEL.DEVICE", "cuda"], cpu_fallback=False)
+    assert gpu.DATALOADER.NUM_WORKERS == workers
+    assert build_config(config, ["MODEL.DEVICE", "cpu"]).DATALOADER.NUM_WORKERS == 0
     assert (
         build_config(config, ["MODEL.DEVICE", "cpu", "DATALOADER.NUM_WORKERS", "3"]).DATALOADER.NUM_WORKERS
         == 3

@@ -226,7 +226,7 @@ def build_config(config_file: str, opts: Sequence[str] = (), *, cpu_fallback: bo
     if cpu_fallback:
         fall_back_to_cpu(cfg)
     if cfg.DATALOADER.NUM_WORKERS < 0:
-        cfg.DATALOADER.NUM_WORKERS = default_num_workers()
+        cfg.DATALOADER.NUM_WORKERS = default_num_workers(cfg.MODEL.DEVICE)
     cfg.MODEL.QUANT_MIMIC.TEACHER_CONFIG = resolve_config_path(
         cfg.MODEL.QUANT_MIMIC.TEACHER_CONFIG, config_file
     )
@@ -238,10 +238,14 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def default_num_workers() -> int:
-    """DATALOADER.NUM_WORKERS where a config says -1: half the cores this process may run on, at least 1
-    (a worker keeps exact resume possible, see ``engine/exact_resume.py``) and at most 8 (enough to keep a
-    GPU fed with the built-in data set)."""
+def default_num_workers(device: str = "cuda") -> int:
+    """DATALOADER.NUM_WORKERS where a config says -1. Training on the CPU: 0, the batches are loaded in
+    the training process, whose threads use every core, so a worker process would only take turns with
+    them (on 2 cores the main job's scratch student took 0.221-0.229 s per iteration with 0 workers
+    against 0.250-0.263 s with 1). On a GPU: half the cores this process may run on, 1 to 8 (enough to
+    keep it fed with the built-in data set)."""
+    if torch.device(device).type == "cpu":
+        return 0
     return max(1, min(8, available_cores() // 2))
 
 

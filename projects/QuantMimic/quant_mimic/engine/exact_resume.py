@@ -8,15 +8,21 @@ with every checkpoint and restores them on ``--resume``; :func:`fast_forward` th
 the batches the interrupted run had already trained on, which replays the sampler and the augmentations'
 numpy draws (and puts torch's and Python's restored states back afterwards).
 
-Exact when the training data is loaded in DataLoader workers (DATALOADER.NUM_WORKERS >= 1, the configs'
-default), or in the main process (0 workers) with no evaluation before the checkpoint resumed from.
+Exact whether the training data is loaded in DataLoader workers or in the training process (0 workers,
+the configs' default on the CPU, where the augmentations draw from numpy's global generator): the
+trainer's evaluations leave every random state as they found it (:func:`kept_random_states`; a data
+loader draws its seed from torch's generator), so that an evaluation the uninterrupted run made at its
+checkpoint, and the resumed run does not repeat, shifts no draw.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+from typing import Iterator
 
+import numpy as np
 import torch
 from detectron2.engine import HookBase
 
@@ -50,3 +56,14 @@ def fast_forward(simple_trainer, batches: int) -> None:
     for _ in range(batches):
         next(iterator)
     RandomStateHook().load_state_dict(saved)
+
+
+@contextlib.contextmanager
+def kept_random_states() -> Iterator[None]:
+    """Run the block, then put torch's, Python's and numpy's global random states back as they were."""
+    saved, numpy_state = RandomStateHook().state_dict(), np.random.get_state()
+    try:
+        yield
+    finally:
+        RandomStateHook().load_state_dict(saved)
+        np.random.set_state(numpy_state)

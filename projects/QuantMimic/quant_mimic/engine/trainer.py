@@ -22,7 +22,7 @@ from ..errors import QuantMimicInputError
 from ..evaluation import PascalVOCPerClassEvaluator, WiderFaceEvaluator
 from ..modeling.meta_arch import QuantMimicRCNN
 from ..modeling.mimic_loss import MimicLoss
-from .exact_resume import RandomStateHook, fast_forward
+from .exact_resume import RandomStateHook, fast_forward, kept_random_states
 from .export import StudentExportHook
 from .mapper import ImageErrorNamingMapper
 from .mimic_loss_model import WithMimicLoss
@@ -111,6 +111,13 @@ class Trainer(OptimizerStateInCheckpoints, DefaultTrainer):
         if isinstance(unwrap(self._trainer.model), QuantMimicRCNN):
             hooks.append(StudentExportHook(self.cfg))
         return hooks
+
+    @classmethod
+    def test(cls, cfg: CfgNode, model, evaluators=None):
+        """detectron2's evaluation, which leaves torch's, Python's and numpy's random states as it found
+        them, so that a resumed run draws what the uninterrupted one did (see ``exact_resume.py``)."""
+        with kept_random_states():
+            return super().test(cfg, model, evaluators)
 
     @classmethod
     def build_evaluator(
