@@ -9,6 +9,7 @@ from conftest import CONFIGS
 from detectron2.modeling import build_model
 
 from quant_mimic.config import build_config, default_num_workers, load_teacher_config
+from quant_mimic.errors import QuantMimicInputError
 
 ALL_CONFIGS = sorted(
     p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("*.yaml") if not p.name.startswith("Base")
@@ -73,3 +74,11 @@ def test_data_loader_workers_follow_the_device_and_the_cores_unless_set(monkeypa
         build_config(config, ["MODEL.DEVICE", "cpu", "DATALOADER.NUM_WORKERS", "3"]).DATALOADER.NUM_WORKERS
         == 3
     )
+
+
+def test_a_device_torch_does_not_know_is_refused_in_one_sentence():
+    config = str(CONFIGS / "qm_R_tiny_FPN.yaml")
+    with pytest.raises(
+        QuantMimicInputError, match=r"^MODEL.DEVICE 'gpu' is not a device torch knows: use cpu"
+    ):
+        build_config(config, ["MODEL.DEVICE", "gpu"])

@@ -212,7 +212,8 @@ def fall_back_to_cpu(cfg: CfgNode) -> str | None:
 def build_config(config_file: str, opts: Sequence[str] = (), *, cpu_fallback: bool = True) -> CfgNode:
     """detectron2 config + QuantMimic keys, merged with ``config_file`` and ``opts`` (not frozen), with
     MODEL.QUANT_MIMIC.TEACHER_CONFIG resolved (:func:`resolve_config_path`) and, with ``cpu_fallback``,
-    MODEL.DEVICE cpu where CUDA is asked for but missing (:func:`fall_back_to_cpu`), and
+    MODEL.DEVICE cpu where CUDA is asked for but missing (:func:`fall_back_to_cpu`; a device torch does
+    not know is refused), and
     DATALOADER.NUM_WORKERS -1 replaced by :func:`default_num_workers`."""
     cfg = add_quantmimic_config(get_cfg())
     if not config_file:
@@ -223,6 +224,13 @@ def build_config(config_file: str, opts: Sequence[str] = (), *, cpu_fallback: bo
         )
     _merge(cfg.merge_from_file, config_file, config_file, config_file, "Config file")
     _merge(cfg.merge_from_list, list(opts), config_file, "the command-line overrides", "Config file")
+    try:
+        torch.device(cfg.MODEL.DEVICE)
+    except RuntimeError:
+        raise QuantMimicInputError(
+            f"MODEL.DEVICE {cfg.MODEL.DEVICE!r} is not a device torch knows: use cpu, or cuda (cuda:N for "
+            "the N-th GPU)."
+        ) from None
     if cpu_fallback:
         fall_back_to_cpu(cfg)
     if cfg.DATALOADER.NUM_WORKERS < 0:
