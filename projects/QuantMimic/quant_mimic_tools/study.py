@@ -181,6 +181,8 @@ def run_students(
         for i, stage in enumerate(stages, first):
             run_stage(stage, output, extra, i, total, until=until)
         return
+    # a share of the GPU rule (half the cores) on every device: the runs trained so far each had one
+    # worker, and a resumed run replays its batches exactly only with the same loading
     shared = ["DATALOADER.NUM_WORKERS", str(max(1, default_num_workers() // jobs)), *extra]
     machine = SharedMachine(jobs=jobs)
     with ThreadPoolExecutor(jobs) as pool:
