@@ -91,9 +91,9 @@ class MimicLoss(nn.Module):
         diff = (teacher - student).reshape(-1).float()  # half precision (AMP) would overflow the sum
         denom = 2 * max(num, 1) * (per_roi if self.normalize == "per_element" else 1)
         loss = self.weight * torch.dot(diff, diff) / denom  # the sum of squares in one pass
-        with torch.no_grad():
-            matched = (diff.abs() < self.match_threshold).view(num, per_roi)
-            ratio = torch.count_nonzero(matched, dim=1) / per_roi
+        with torch.no_grad():  # sign(min(|diff| - threshold, 0)) is -1 where matched, else 0
+            below = diff.abs().sub_(self.match_threshold).clamp_(max=0).sign_()
+            ratio = below.view(num, per_roi).sum(dim=1).div_(-per_roi)  # count_nonzero copies to int64
         return {"loss_mimic": loss}, ratio
 
     def forward(self, features: MimicFeatures) -> dict[str, torch.Tensor]:

@@ -15,10 +15,11 @@ QUANTIZER_TYPES = ("uniform", "pow2")
 
 
 def _uniform_codes(x: torch.Tensor, stride: float) -> torch.Tensor:
-    # nearest code; a value exactly half-way goes to the lower code, so everything <= s/2 is 0
+    # nearest code; a value exactly half-way goes to the lower code, so everything <= s/2 is 0.
+    # One new tensor, the rest in place: a fresh tensor per operator costs more than the operator.
     if stride == 1.0:  # the paper's stride: two passes over the tensor fewer, the same values
-        return torch.ceil(x - 0.5).clamp_(min=0)
-    return torch.ceil(x / stride - 0.5).clamp_(min=0) * stride
+        return x.sub(0.5).ceil_().clamp_(min=0)
+    return x.div(stride).sub_(0.5).ceil_().clamp_(min=0).mul_(stride)
 
 
 def _pow2_codes(x: torch.Tensor, stride: float) -> torch.Tensor:
