@@ -1,5 +1,5 @@
 """End-to-end checks of the method on one Quantization Mimic training step (detectron2's own step, the
-trainer's ``WithMimicLoss``) on a real batch of the mini data set:
+model's own ``loss_mimic``) on a real batch of the mini data set:
 
 - the mimic term's gradient reaches the student's backbone (down to its first conv) and the adaptation
   conv r(); it is the difference between the step with and without the term; the teacher gets none;
@@ -24,8 +24,7 @@ from torch import nn
 
 from quant_mimic.config import build_config
 from quant_mimic.engine import Trainer
-from quant_mimic.engine.mimic_loss_model import WithMimicLoss
-from quant_mimic.modeling import MIMIC_FEATURES_KEY, MimicLoss
+from quant_mimic.modeling import MimicLoss, QuantMimicRCNN
 from quant_mimic.modeling.mimic_loss import MimicFeatures
 from quant_mimic.modeling.quantizer import Quantizer
 
@@ -116,7 +115,7 @@ def test_mimic_gradient_reaches_the_students_backbone_and_the_adapter_and_not_th
 ):
     trainer = qm_trainer(teacher, tmp_path)
     model, step = trainer.model, trainer._trainer.model
-    assert isinstance(step, WithMimicLoss) and step.mimic_loss.weight == 1.0
+    assert step is model and model.mimic_loss.weight == 1.0
     start = copy.deepcopy(model.state_dict())
 
     losses = one_step(trainer, batch)
@@ -197,14 +196,14 @@ def test_quantized_teacher_roi_features_lie_on_the_code_book_and_are_pooled_from
     batch = training_images(3)  # three: the second and the third image's RoIs have their own offsets
     trainer = qm_trainer(teacher, tmp_path, "MODEL.QUANT_MIMIC.NUM_ROIS_PER_IMAGE", "32")  # of 128 sampled
     model = trainer.model
-    loss = trainer._trainer.model.mimic_loss
+    loss = model.mimic_loss
     stride = loss.quantizer.stride
     seen, mimic_pooler_calls = {}, []
     model.student.roi_heads.register_forward_hook(lambda m, i, out: seen.__setitem__("sampled", out[0]))
     model.pooler.register_forward_hook(lambda m, i, out: mimic_pooler_calls.append(len(out)))
     torch.manual_seed(0)
     with EventStorage(0):
-        features = model(batch)[MIMIC_FEATURES_KEY]
+        _, features = model.losses_and_mimic_features(batch)
     # the student's RoIs come from its box head's pooling of the sampled proposals (not pooled twice):
     # the mimic pooler runs once, on the teacher's maps
     assert mimic_pooler_calls == [3 * 32]
@@ -251,13 +250,17 @@ def qm_loss(**overrides) -> MimicLoss:
     return MimicLoss(**{**kwargs, **overrides})
 
 
-class HandsOver(nn.Module):
-    """Stands in for QuantMimicRCNN: detection losses plus the ``MimicFeatures`` of a known pair."""
+class HandsOver(QuantMimicRCNN):
+    """QuantMimicRCNN's own forward over a known pair: its student's detection losses are
+    ``{"loss_cls": 0.5}`` and its mimic RoI features ``MimicFeatures(TEACHER, STUDENT)``."""
 
-    def forward(self, batched_inputs):
-        if not self.training:
-            return [{"instances": None}]
-        return {"loss_cls": torch.tensor(0.5), MIMIC_FEATURES_KEY: MimicFeatures(TEACHER, STUDENT.clone())}
+    def __init__(self, mimic_loss: MimicLoss):
+        nn.Module.__init__(self)
+        self.mimic_loss = mimic_loss
+        self.student = lambda batched_inputs: [{"instances": None}]  # inference
+
+    def losses_and_mimic_features(self, batched_inputs):
+        return {"loss_cls": torch.tensor(0.5)}, MimicFeatures(TEACHER, STUDENT.clone())
 
 
 def test_matching_ratio_of_the_quantized_pair_equals_the_hand_computation():
@@ -267,11 +270,11 @@ def test_matching_ratio_of_the_quantized_pair_equals_the_hand_computation():
     assert ratio.tolist() == RATIO and losses["loss_mimic"].item() == pytest.approx(LOSS_AS_WRITTEN)
 
 
-def test_the_step_adds_lambda_times_the_loss_and_logs_the_mean_matching_ratio():
-    step = WithMimicLoss(HandsOver(), qm_loss(weight=0.5)).train()
+def test_the_model_adds_lambda_times_the_loss_and_logs_the_mean_matching_ratio():
+    step = HandsOver(qm_loss(weight=0.5)).train()
     with EventStorage(0) as storage:
         out = step([])
-    assert set(out) == {"loss_cls", "loss_mimic"}  # the features are not a loss: handed over, then gone
+    assert set(out) == {"loss_cls", "loss_mimic"}  # losses only: the features stay inside the model
     assert out["loss_mimic"].item() == pytest.approx(0.5 * LOSS_AS_WRITTEN)
     assert storage.histories()["mimic/matching_ratio"].latest() == pytest.approx(sum(RATIO) / 2)
     assert set(storage.histories()) == {"mimic/matching_ratio"}

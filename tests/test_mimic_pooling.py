@@ -15,7 +15,6 @@ from detectron2.utils.events import EventStorage
 from quant_mimic.config import build_config
 from quant_mimic.data.shapes_layout import render_image
 from quant_mimic.data.shapes_spec import DEFAULT_SPEC
-from quant_mimic.modeling.meta_arch import MIMIC_FEATURES_KEY
 
 
 def teacher_files(folder, base, extra=""):
@@ -68,8 +67,7 @@ def features_and_grads(model, inputs, reuse: bool):
         model.reusable_box_pooler = lambda: None  # instance attribute: pool the student's RoIs again
     torch.manual_seed(0)  # the same proposal sampling in both runs
     with EventStorage():
-        out = model(inputs)
-    features = out[MIMIC_FEATURES_KEY]
+        _, features = model.losses_and_mimic_features(inputs)
     features.student.pow(2).sum().backward()
     grads = {n: p.grad.clone() for n, p in model.student.backbone.named_parameters() if p.grad is not None}
     return features, grads

@@ -284,19 +284,18 @@ def test_qm_runs_in_two_gloo_processes(teacher, datasets_root, tmp_path):
 
 
 def test_the_training_step_is_detectron2s_own_and_adds_the_mimic_loss(teacher, tmp_path):
-    """No copy of detectron2's step: SimpleTrainer.run_step calls WithMimicLoss(model); hooks run, the
-    step logs loss_mimic and the matching ratio, GeneralizedRCNN.forward's vis_period works, and the
+    """No copy of detectron2's step: SimpleTrainer.run_step calls the QuantMimicRCNN, whose losses hold
+    loss_mimic; hooks run, the step logs loss_mimic and the matching ratio, GeneralizedRCNN.forward's vis_period works, and the
     checkpointer saves the QuantMimicRCNN itself."""
     from detectron2.engine import HookBase, SimpleTrainer
 
-    from quant_mimic.engine.mimic_loss_model import WithMimicLoss
     from quant_mimic.modeling import QuantMimicRCNN
 
     cfg = qm_cfg(teacher, tmp_path, "VIS_PERIOD", "1", "SOLVER.MAX_ITER", "1", "DATASETS.TEST", "()")
     trainer = Trainer(cfg)
     assert type(trainer._trainer).run_step is SimpleTrainer.run_step
-    assert isinstance(trainer._trainer.model, WithMimicLoss)
-    assert isinstance(trainer.model, QuantMimicRCNN) and trainer.checkpointer.model is trainer.model
+    assert isinstance(trainer._trainer.model, QuantMimicRCNN) and trainer.bare_model is trainer.model
+    assert trainer.checkpointer.model is trainer.model
 
     calls = []
 

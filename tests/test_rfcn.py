@@ -15,7 +15,7 @@ from detectron2.utils.events import EventStorage
 
 from quant_mimic.config import build_config
 from quant_mimic.engine import Trainer
-from quant_mimic.modeling import MIMIC_FEATURES_KEY, PSRoIPredictor, QuantMimicRCNN, RFCNROIHeads
+from quant_mimic.modeling import PSRoIPredictor, QuantMimicRCNN, RFCNROIHeads
 
 STUDENT = CONFIGS / "shapes" / "student_VGG32_RFCN_scratch.yaml"
 TEACHER = CONFIGS / "shapes" / "teacher_VGG4_RFCN.yaml"
@@ -185,8 +185,7 @@ def test_qm_pools_the_mimic_regions_at_the_rfcn_roi_size(tmp_path, rfcn_teacher)
     mapper = DatasetMapper(cfg, is_train=True)
     inputs = [mapper(dict(d)) for d in DatasetCatalog.get("rfcntest_shapes_train")[:2]]
     with EventStorage():
-        out = model(inputs)
-    mimic = out.pop(MIMIC_FEATURES_KEY)
+        out, mimic = model.losses_and_mimic_features(inputs)
     n = 2 * cfg.MODEL.QUANT_MIMIC.NUM_ROIS_PER_IMAGE  # OHEM keeps 128 per image
     assert mimic.teacher.shape == mimic.student.shape == (n, 512 // 8, K, K)
     teacher_map = model.teacher.features(inputs)["vgg5"]

@@ -18,8 +18,7 @@ from test_configs import ALL_CONFIGS
 
 from quant_mimic.config import build_config
 from quant_mimic.data import MINI_SPEC, render_image
-from quant_mimic.engine.mimic_loss_model import WithMimicLoss
-from quant_mimic.modeling import MimicLoss, QuantMimicRCNN
+from quant_mimic.modeling import QuantMimicRCNN
 
 SINGLE_LEVEL_CONFIGS = [name for name in ALL_CONFIGS if "_single" in name]
 QM_CONFIGS = [name for name in SINGLE_LEVEL_CONFIGS if "/qm_" in name]
@@ -95,14 +94,13 @@ def test_one_quant_mimic_step_trains_the_students_backbone(name):
     torch.manual_seed(0)
     model = build_model(cfg)
     model.train()
-    step_model = WithMimicLoss(model, MimicLoss(cfg))
     optimizer = build_optimizer(cfg, model)
     student_backbone = [p for p in model.student.backbone.parameters() if p.requires_grad]
     before = [p.detach().clone() for p in student_backbone]
     teacher_before = [p.detach().clone() for p in model.teacher.parameters()]
 
     with EventStorage(0):
-        losses = step_model(tiny_batch())
+        losses = model(tiny_batch())
     loss_mimic = losses["loss_mimic"]
     assert torch.isfinite(loss_mimic) and loss_mimic.item() > 0
     mimic_grads = torch.autograd.grad(loss_mimic, student_backbone, retain_graph=True, allow_unused=True)

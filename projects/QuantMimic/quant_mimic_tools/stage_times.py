@@ -71,8 +71,6 @@ def time_stage(setting: Setting, config: str, device: str, warmup: int, iters: i
 
     from quant_mimic.config import build_config
     from quant_mimic.deploy.runtime import resized_shape
-    from quant_mimic.engine.mimic_loss_model import WithMimicLoss
-    from quant_mimic.modeling.mimic_loss import MimicLoss
 
     cfg = build_config(str(CONFIGS / config), ["MODEL.DEVICE", device, "MODEL.WEIGHTS", ""])
     height, width, objects = setting.typical_image
@@ -81,14 +79,13 @@ def time_stage(setting: Setting, config: str, device: str, warmup: int, iters: i
     torch.manual_seed(0)
     model = build_model(cfg)
     qm = cfg.MODEL.META_ARCHITECTURE == "QuantMimicRCNN"
-    step_model = WithMimicLoss(model, MimicLoss(cfg)) if qm else model
     optimizer = build_optimizer(cfg, model)
     generator = torch.Generator().manual_seed(0)
     batch = [random_image(cfg, *train_size, objects, generator) for _ in range(cfg.SOLVER.IMS_PER_BATCH)]
-    step_model.train()
+    model.train()
 
     def step():
-        loss = sum(step_model(batch).values())
+        loss = sum(model(batch).values())
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

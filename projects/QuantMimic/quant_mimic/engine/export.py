@@ -42,7 +42,4 @@ class StudentExportHook(HookBase):
     def after_train(self) -> None:
         if not comm.is_main_process() or self.trainer.iter < self.trainer.max_iter:
             return  # training stopped early (an error): keep whatever export is already there
-        model = self.trainer.model
-        while hasattr(model, "module"):  # WithMimicLoss, DistributedDataParallel
-            model = model.module
-        export_student(model, self.cfg, self.cfg.OUTPUT_DIR)
+        export_student(self.trainer.bare_model, self.cfg, self.cfg.OUTPUT_DIR)

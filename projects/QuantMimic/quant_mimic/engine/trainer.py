@@ -1,6 +1,6 @@
-"""The QuantMimic trainer: detectron2's DefaultTrainer, plus, for a ``QuantMimicRCNN`` model, the frozen
-teacher's weights and checks, the mimic loss added to detectron2's own training step
-(``mimic_loss_model.py``) and the student-only export."""
+"""The QuantMimic trainer: detectron2's DefaultTrainer (its own training step; a ``QuantMimicRCNN``
+returns ``loss_mimic`` among its losses), plus, for a ``QuantMimicRCNN`` model, the frozen teacher's
+weights and checks and the student-only export."""
 
 from __future__ import annotations
 
@@ -16,26 +16,18 @@ from detectron2.data import (
 )
 from detectron2.engine import DefaultTrainer
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluator
+from torch.nn.parallel import DistributedDataParallel
 
 from ..compat import OptimizerStateInCheckpoints, cpu_capable_ddp, forward_after_backward
 from ..errors import QuantMimicInputError
 from ..evaluation import PascalVOCPerClassEvaluator, WiderFaceEvaluator
 from ..modeling.meta_arch import QuantMimicRCNN
-from ..modeling.mimic_loss import MimicLoss
 from .exact_resume import RandomStateHook, fast_forward, kept_random_states
 from .export import StudentExportHook
 from .mapper import ImageErrorNamingMapper
-from .mimic_loss_model import WithMimicLoss
 from .teacher import load_teacher_weights, quick_teacher_ap
 
 logger = logging.getLogger(__name__)
-
-
-def unwrap(model):
-    """The model inside DistributedDataParallel and ``WithMimicLoss``, or the model itself."""
-    while hasattr(model, "module"):
-        model = model.module
-    return model
 
 
 class Trainer(OptimizerStateInCheckpoints, DefaultTrainer):
@@ -45,22 +37,14 @@ class Trainer(OptimizerStateInCheckpoints, DefaultTrainer):
         with cpu_capable_ddp():
             super().__init__(cfg)
         forward_after_backward(self)
-        model = unwrap(self._trainer.model)
-        if isinstance(model, QuantMimicRCNN):
-            self.prepare_teacher(cfg, model)
-            # detectron2's step calls this instead of the model (the checkpointer keeps the model)
-            self._trainer.model = WithMimicLoss(self._trainer.model, MimicLoss(cfg))
+        if isinstance(self.bare_model, QuantMimicRCNN):
+            self.prepare_teacher(cfg, self.bare_model)
 
     @property
-    def model(self):
-        """The model, as DefaultTrainer gives it (DDP-wrapped in several processes), without the
-        ``WithMimicLoss`` wrapper that only detectron2's training step calls."""
-        model = self._trainer.model
-        return model.module if isinstance(model, WithMimicLoss) else model
-
-    @model.setter
-    def model(self, value) -> None:
-        self._trainer.model = value
+    def bare_model(self):
+        """The model itself, without the DistributedDataParallel wrapper of a multi-process run."""
+        model = self.model
+        return model.module if isinstance(model, DistributedDataParallel) else model
 
     @staticmethod
     def prepare_teacher(cfg: CfgNode, model: QuantMimicRCNN) -> None:
@@ -108,7 +92,7 @@ class Trainer(OptimizerStateInCheckpoints, DefaultTrainer):
     def build_hooks(self):
         hooks = super().build_hooks()
         hooks.insert(0, RandomStateHook())
-        if isinstance(unwrap(self._trainer.model), QuantMimicRCNN):
+        if isinstance(self.bare_model, QuantMimicRCNN):
             hooks.append(StudentExportHook(self.cfg))
         return hooks
 

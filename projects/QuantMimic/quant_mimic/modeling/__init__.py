@@ -9,13 +9,12 @@ from .backbone import (
     scaled_channels,
     tiny_norm,
 )
-from .meta_arch import MIMIC_FEATURES_KEY, QuantMimicRCNN
+from .meta_arch import QuantMimicRCNN
 from .mimic_loss import MimicFeatures, MimicLoss
 from .quantizer import QuantizedReLU, Quantizer, quantize, quantize_outputs
 from .rfcn import PSRoIPredictor, RFCNROIHeads
 
 __all__ = [
-    "MIMIC_FEATURES_KEY",
     "MimicFeatures",
     "MimicLoss",
     "PSRoIPredictor",

@@ -2,10 +2,10 @@
 
 In training it runs the student as detectron2 does, then pools the student's sampled proposals from the
 teacher's and the student's feature maps with the same ROIAlign settings, at the student head's RoI size
-(7x7 for Faster R-CNN, k x k = 3x3 for R-FCN), adapts the student's RoI
-features to the teacher's channels with r(), and hands both to the trainer's step as ``MimicFeatures``
-(under ``MIMIC_FEATURES_KEY`` in the loss dict); the step computes the mimic loss. In inference it is
-the student alone and returns standard detectron2 outputs.
+(7x7 for Faster R-CNN, k x k = 3x3 for R-FCN), adapts the student's RoI features to the teacher's
+channels with r(), and adds ``loss_mimic`` (its own ``MimicLoss``) to the student's detection losses,
+logging the paper's matching ratio as ``mimic/matching_ratio``. detectron2's training step runs
+unchanged. In inference it is the student alone and returns standard detectron2 outputs.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from detectron2.config import CfgNode, configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.modeling.poolers import ROIPooler
 from detectron2.structures import Boxes
+from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from ..config import load_teacher_config, student_config
 from ..errors import QuantMimicInputError
-from .mimic_loss import MimicFeatures
+from .mimic_loss import MimicFeatures, MimicLoss
 
-MIMIC_FEATURES_KEY = "mimic_features"
 # ROI_HEADS.NAME of the R-FCN head, whose RoI size is MODEL.RFCN.POOL_SIZE.
 RFCN_HEAD_NAME = "RFCNROIHeads"
 
@@ -109,6 +109,7 @@ class QuantMimicRCNN(nn.Module):
         in_features: list[str],
         pooler: ROIPooler,
         adapter: nn.Module,
+        mimic_loss: MimicLoss,
         num_rois_per_image: int,
     ):
         """
@@ -118,6 +119,7 @@ class QuantMimicRCNN(nn.Module):
                 both networks must produce them at the same strides.
             pooler: ROIAlign over ``in_features``: Tensor[N, C, R, R] per network.
             adapter: r(), Tensor[N, C_student, R, R] -> Tensor[N, C_teacher, R, R].
+            mimic_loss: lambda * L_m and the matching ratio of the pooled RoI features (no parameters).
             num_rois_per_image: sampled proposals per image used for mimicking.
         """
         super().__init__()
@@ -126,6 +128,7 @@ class QuantMimicRCNN(nn.Module):
         self.in_features = in_features
         self.pooler = pooler
         self.adapter = adapter
+        self.mimic_loss = mimic_loss
         self.num_rois_per_image = num_rois_per_image
         # the teacher reads the student's normalized, padded batch where it would compute the same one
         self.teacher_shares_images = self.teacher.same_inputs_as(student)
@@ -167,6 +170,7 @@ class QuantMimicRCNN(nn.Module):
             "in_features": in_features,
             "pooler": pooler,
             "adapter": adapter,
+            "mimic_loss": MimicLoss(cfg, teacher_cfg),
             "num_rois_per_image": num_rois,
         }
 
@@ -176,10 +180,20 @@ class QuantMimicRCNN(nn.Module):
 
     def forward(self, batched_inputs: list[dict]):
         """Training: the student's losses (``GeneralizedRCNN.forward`` itself, with its training
-        visualisation) plus ``MIMIC_FEATURES_KEY: MimicFeatures`` for the first NUM_ROIS_PER_IMAGE
-        proposals its ROI heads sampled. Inference: the student's outputs (list of {"instances"})."""
+        visualisation) plus ``loss_mimic`` on the first NUM_ROIS_PER_IMAGE proposals its ROI heads
+        sampled; logs ``mimic/matching_ratio`` (mean over those RoIs). Inference: the student's outputs
+        (list of {"instances"})."""
         if not self.training:
             return self.student(batched_inputs)
+        losses, features = self.losses_and_mimic_features(batched_inputs)
+        mimic, matching_ratio = self.mimic_loss.loss_and_matching_ratio(features)
+        losses.update(mimic)
+        get_event_storage().put_scalar("mimic/matching_ratio", matching_ratio.mean().item())
+        return losses
+
+    def losses_and_mimic_features(self, batched_inputs: list[dict]) -> tuple[dict, MimicFeatures]:
+        """Training mode: the student's detection losses, and the RoI features the mimic loss compares
+        for the first NUM_ROIS_PER_IMAGE proposals the student's ROI heads sampled per image."""
         seen: dict = {}
         hooks = [
             self.student.backbone.register_forward_hook(
@@ -212,10 +226,7 @@ class QuantMimicRCNN(nn.Module):
                 )
                 student_rois = student_rois[index]
         images = seen["images"] if self.teacher_shares_images else None
-        losses[MIMIC_FEATURES_KEY] = self.mimic_features(
-            batched_inputs, seen["features"], boxes, student_rois, images
-        )
-        return losses
+        return losses, self.mimic_features(batched_inputs, seen["features"], boxes, student_rois, images)
 
     def reusable_box_pooler(self) -> ROIPooler | None:
         """The student's box-head pooler where it pools exactly as the mimic pooler does (same feature

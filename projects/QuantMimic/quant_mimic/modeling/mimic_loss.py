@@ -1,6 +1,7 @@
 """The mimic loss L_m = lambda / (2N) * sum_i || Q(f_t^i) - Q(r(f_s^i)) ||^2 (paper Eq. 3) and the
-paper's matching ratio. Parameter-free: the adaptation conv r() lives in the model (see meta_arch.py),
-so DistributedDataParallel synchronises its gradients; the trainer's step calls this module."""
+paper's matching ratio. Parameter-free: a submodule of ``QuantMimicRCNN`` (meta_arch.py), which calls it
+from its own forward; the adaptation conv r() is the model's, so DistributedDataParallel synchronises
+its gradients."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ NORMALIZATIONS = ("per_element", "as_written")
 
 @dataclass
 class MimicFeatures:
-    """RoI features handed from the model to the trainer's step, pooled from the same boxes.
+    """The RoI features the mimic loss compares, pooled from the same boxes.
 
     teacher: Tensor[N, C, R, R], no gradient. student: Tensor[N, C, R, R], already adapted by r().
     """

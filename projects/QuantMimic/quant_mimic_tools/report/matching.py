@@ -18,8 +18,6 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.modeling import build_model
 
-from quant_mimic.modeling.mimic_loss import MimicLoss
-
 from .figure import plt, save_figure
 from .runs import Run
 
@@ -33,7 +31,6 @@ def matching_ratios(run: Run, dataset: str, num_images: int = 32, rois_per_image
     model = build_model(cfg)
     DetectionCheckpointer(model).load(str(run.output_dir / "model_final.pth"))
     model.eval()
-    loss = MimicLoss(cfg)
     mapper = DatasetMapper(cfg, is_train=False)
     ratios = []
     for d in DatasetCatalog.get(dataset)[:num_images]:
@@ -43,7 +40,7 @@ def matching_ratios(run: Run, dataset: str, num_images: int = 32, rois_per_image
         features = student.backbone(images.tensor)
         proposals, _ = student.proposal_generator(images, features, None)
         boxes = [p.proposal_boxes[:rois_per_image] for p in proposals]
-        ratios.append(loss.matching_ratio(model.mimic_features(inputs, features, boxes)))
+        ratios.append(model.mimic_loss.matching_ratio(model.mimic_features(inputs, features, boxes)))
     return torch.cat(ratios).numpy()
 
 
