@@ -536,7 +536,7 @@ def negative_results(records: Records) -> str:
         return absent("negative_results")
     rows = [[r["what"], r["measure"], r["tried"], r["kept"], r["trials"]] for r in rec["rows"]]
     return (
-        table(["tried and dropped", "measure", "tried", "kept", "how measured"], rows)
+        table(["what", "measure", "alternative", "the code's way", "how measured"], rows)
         + "\n\n"
         + source_line(rec, "negative_results", command=False)
     )
