@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -24,7 +25,7 @@ from quant_mimic.data import (
 )
 from quant_mimic.data.shapes import visible_objects
 
-SMALL = ShapesSpec(seed=7, num_train=12, num_val=6)
+SMALL = ShapesSpec(seed=7, num_train=12, num_val=6, num_test=4)
 
 
 def _json_bytes(out: Path, split: str) -> bytes:
@@ -49,7 +50,7 @@ def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def sample_coco(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A moderately sized sample (80 images) for class and size coverage."""
     out = generate_shapes_dataset(
-        tmp_path_factory.mktemp("shapes_sample"), ShapesSpec(num_train=80, num_val=0)
+        tmp_path_factory.mktemp("shapes_sample"), ShapesSpec(num_train=80, num_val=0, num_test=0)
     )
     return json.loads(_json_bytes(out, "train"))
 
@@ -57,7 +58,7 @@ def sample_coco(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_layout_and_counts(small_dataset: Path) -> None:
     assert small_dataset.name == "quantmimic_shapes"
     assert json.loads((small_dataset / "spec.json").read_text()) == SMALL.to_dict()
-    for split, n in (("train", SMALL.num_train), ("val", SMALL.num_val)):
+    for split, n in (("train", SMALL.num_train), ("val", SMALL.num_val), ("test", SMALL.num_test)):
         assert sorted(p.name for p in (small_dataset / split).iterdir()) == [f"{i:06d}.png" for i in range(n)]
         for img in _images(small_dataset, split):
             assert img.shape == (SMALL.image_size, SMALL.image_size, 3) and img.dtype == np.uint8
@@ -70,7 +71,7 @@ def test_layout_and_counts(small_dataset: Path) -> None:
 def test_same_seed_is_identical(small_dataset: Path, tmp_path: Path) -> None:
     again = generate_shapes_dataset(tmp_path, SMALL)
     assert again != small_dataset
-    for split in ("train", "val"):
+    for split in ("train", "val", "test"):
         assert _json_bytes(again, split) == _json_bytes(small_dataset, split)
         a, b = _images(small_dataset, split), _images(again, split)
         assert len(a) == len(b) > 0
@@ -79,19 +80,31 @@ def test_same_seed_is_identical(small_dataset: Path, tmp_path: Path) -> None:
 
 
 def test_different_seed_differs(small_dataset: Path, tmp_path: Path) -> None:
-    other = generate_shapes_dataset(tmp_path, ShapesSpec(seed=8, num_train=12, num_val=6))
+    other = generate_shapes_dataset(tmp_path, ShapesSpec(seed=8, num_train=12, num_val=6, num_test=4))
     for split in ("train", "val"):
         assert _json_bytes(other, split) != _json_bytes(small_dataset, split)
         a, b = _images(small_dataset, split), _images(other, split)
         assert not any(np.array_equal(x, y) for x, y in zip(a, b))
 
 
-def test_train_and_val_use_different_seeds(small_dataset: Path) -> None:
-    train, val = _images(small_dataset, "train"), _images(small_dataset, "val")
-    assert not any(np.array_equal(t, v) for t in train for v in val)
+def test_train_val_and_test_use_different_seeds(small_dataset: Path) -> None:
+    splits = {split: _images(small_dataset, split) for split in ("train", "val", "test")}
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        assert not any(np.array_equal(x, y) for x in splits[a] for y in splits[b]), (a, b)
 
 
-@pytest.mark.parametrize("split", ["train", "val"])
+def test_the_test_split_leaves_train_and_val_as_they_were(small_dataset: Path, tmp_path: Path) -> None:
+    """Train and val do not depend on the test split's size: results measured before it existed hold."""
+    without = generate_shapes_dataset(tmp_path, replace(SMALL, num_test=0))
+    assert not list((without / "test").glob("*.png"))
+    for split in ("train", "val"):
+        assert _json_bytes(without, split) == _json_bytes(small_dataset, split)
+        assert all(
+            np.array_equal(x, y) for x, y in zip(_images(without, split), _images(small_dataset, split))
+        )
+
+
+@pytest.mark.parametrize("split", ["train", "val", "test"])
 def test_valid_coco_with_boxes_inside_images(small_dataset: Path, split: str) -> None:
     coco = COCO(str(small_dataset / "annotations" / f"instances_{split}.json"))
     assert sorted(coco.getCatIds()) == [1, 2, 3, 4, 5]
@@ -158,7 +171,7 @@ def test_cached_call_does_not_rewrite(small_dataset: Path) -> None:
 def test_changed_spec_regenerates(tmp_path: Path) -> None:
     out = generate_shapes_dataset(tmp_path, SMALL)
     old_json = _json_bytes(out, "train")
-    changed = ShapesSpec(seed=7, num_train=5, num_val=3, clutter=2)
+    changed = ShapesSpec(seed=7, num_train=5, num_val=3, num_test=2, clutter=2)
     assert generate_shapes_dataset(tmp_path, changed) == out
     assert json.loads((out / "spec.json").read_text()) == changed.to_dict()
     assert len(list((out / "train").glob("*.png"))) == 5
@@ -191,7 +204,12 @@ def test_concurrent_generation(small_dataset: Path, tmp_path: Path) -> None:
 def test_spec_round_trip_and_validation() -> None:
     assert ShapesSpec.from_dict(SMALL.to_dict()) == SMALL
     defaults = ShapesSpec()
-    assert (defaults.num_train, defaults.num_val, defaults.image_size) == (800, 200, 192)
+    assert (defaults.num_train, defaults.num_val, defaults.num_test, defaults.image_size) == (
+        800,
+        200,
+        1000,
+        192,
+    )
     assert (defaults.min_objects, defaults.max_objects) == (2, 8)
     with pytest.raises(TypeError):
         ShapesSpec.from_dict({**SMALL.to_dict(), "unknown": 1})
@@ -202,7 +220,7 @@ def test_spec_round_trip_and_validation() -> None:
 
 
 def test_builtin_names_registered_at_import() -> None:
-    for split in ("train", "val"):
+    for split in ("train", "val", "test"):
         name = f"quantmimic_shapes_{split}"
         assert name in DatasetCatalog.list()
         meta = MetadataCatalog.get(name)
@@ -220,7 +238,7 @@ def test_registration_and_loading(tmp_path: Path) -> None:
     prefix = f"test_shapes_{uuid.uuid4().hex[:8]}"
     names = register_shapes_datasets(tmp_path, SMALL, prefix=prefix)
     try:
-        assert names == [f"{prefix}_train", f"{prefix}_val"]
+        assert names == [f"{prefix}_train", f"{prefix}_val", f"{prefix}_test"]
         assert register_shapes_datasets(tmp_path, SMALL, prefix=prefix) == []  # already registered
         meta = MetadataCatalog.get(f"{prefix}_val")
         assert meta.thing_classes == list(SHAPE_CLASSES) and len(meta.thing_classes) == 5

@@ -71,7 +71,7 @@ __all__ = [
 ]
 
 # A 64 + 32 image variant for smoke runs and tests (same generator, its own folder).
-MINI_SPEC = ShapesSpec(num_train=64, num_val=32)
+MINI_SPEC = ShapesSpec(num_train=64, num_val=32, num_test=16)
 
 register_shapes_datasets()
 register_shapes_datasets(

@@ -1,6 +1,7 @@
 """Registration of the built-in QuantMimic shapes data set in detectron2's catalogs.
 
-``quantmimic_shapes_train`` and ``quantmimic_shapes_val`` are registered when
+``quantmimic_shapes_train``, ``quantmimic_shapes_val`` (where choices are made) and
+``quantmimic_shapes_test`` (read once per final model) are registered when
 :mod:`quant_mimic.data` is imported. The data set is generated on first use (loading the
 dataset dicts); since detectron2's ``COCOEvaluator`` opens ``metadata.json_file`` when it is
 constructed, run :func:`ensure_shapes_generated` (or :func:`ensure_dataset_generated`) before
@@ -66,7 +67,8 @@ def register_shapes_datasets(
     spec: ShapesSpec = DEFAULT_SPEC,
     prefix: str = SHAPES_DATASET_PREFIX,
 ) -> List[str]:
-    """Register ``<prefix>_train`` and ``<prefix>_val`` in DatasetCatalog and MetadataCatalog.
+    """Register ``<prefix>_train``, ``<prefix>_val`` and ``<prefix>_test`` in DatasetCatalog and
+    MetadataCatalog.
 
     Nothing is generated here: the loader generates the data set under ``root`` (default
     :func:`default_datasets_root`, made absolute now) on first use. Names that are already

@@ -12,9 +12,10 @@ Every image is ``image_size x image_size`` RGB (written as PNG) and holds ``min_
 
 Layout written by :func:`generate_shapes_dataset` under ``<root>/quantmimic_shapes/``::
 
-    train/000000.png ...            val/000000.png ...
+    train/000000.png ...            val/000000.png ...            test/000000.png ...
     annotations/instances_train.json
     annotations/instances_val.json
+    annotations/instances_test.json
     spec.json                        # the ShapesSpec, written last; marks a complete data set
 """
 
@@ -51,7 +52,7 @@ DATASET_DIRNAME = "quantmimic_shapes"
 
 
 def _split_rng(spec: ShapesSpec, split: str, index: int) -> np.random.Generator:
-    """Independent generator for image ``index`` of ``split``; train and val seeds differ."""
+    """Independent generator for image ``index`` of ``split``; each split has its own seed."""
     return np.random.default_rng(np.random.SeedSequence([spec.seed, SPLITS.index(split), index]))
 
 

@@ -25,7 +25,7 @@ __all__ = ["DEFAULT_SPEC", "SHAPE_CLASSES", "SHAPE_TEXTURES", "SPLITS", "ShapesS
 
 SHAPE_CLASSES: Tuple[str, ...] = ("circle", "square", "triangle", "star", "ring")  # class id k + 1 is index k
 SHAPE_TEXTURES: Tuple[str, ...] = ("solid", "striped", "checkered", "solid", "gradient")  # per class
-SPLITS: Tuple[str, ...] = ("train", "val")
+SPLITS: Tuple[str, ...] = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,9 @@ class ShapesSpec:
 
     Attributes:
         version: generator version; bump it whenever the drawing code changes the output.
-        seed: master seed; train and val use different seeds derived from it.
-        num_train, num_val: number of images per split.
+        seed: master seed; train, val and test use different seeds derived from it.
+        num_train, num_val, num_test: number of images per split. Choices (settings, strides,
+            which iteration) are made on val; test is read once per final model.
         image_size: side of the square images, pixels.
         min_objects, max_objects: number of objects drawn per image (inclusive range).
         min_object_size, max_object_size: side of an object's bounding square, pixels.
@@ -58,6 +59,7 @@ class ShapesSpec:
     seed: int = 0
     num_train: int = 800
     num_val: int = 200
+    num_test: int = 1000
     image_size: int = 192
     min_objects: int = 2
     max_objects: int = 8
@@ -79,8 +81,8 @@ class ShapesSpec:
             raise ValueError("max_object_size must not exceed image_size")
         if not 1 <= self.min_objects <= self.max_objects:
             raise ValueError("need 1 <= min_objects <= max_objects")
-        if self.num_train < 0 or self.num_val < 0 or self.clutter < 0:
-            raise ValueError("num_train, num_val and clutter must be >= 0")
+        if min(self.num_train, self.num_val, self.num_test, self.clutter) < 0:
+            raise ValueError("num_train, num_val, num_test and clutter must be >= 0")
 
     def to_dict(self) -> Dict[str, Any]:
         """The spec as a JSON-serialisable dict (field order as declared)."""
@@ -95,10 +97,10 @@ class ShapesSpec:
         return cls(**d)
 
     def num_images(self, split: str) -> int:
-        """Number of images of ``split`` ("train" or "val")."""
+        """Number of images of ``split`` ("train", "val" or "test")."""
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-        return self.num_train if split == "train" else self.num_val
+        return {"train": self.num_train, "val": self.num_val, "test": self.num_test}[split]
 
 
-DEFAULT_SPEC = ShapesSpec()  # the built-in data set (quantmimic_shapes_train / _val)
+DEFAULT_SPEC = ShapesSpec()  # the built-in data set (quantmimic_shapes_train / _val / _test)

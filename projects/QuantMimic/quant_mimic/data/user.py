@@ -665,6 +665,7 @@ def _example_spec(num_train: int, num_val: int, image_size: int):
     return ShapesSpec(
         num_train=num_train,
         num_val=num_val,
+        num_test=0,
         image_size=image_size,
         min_objects=1,
         max_objects=4,
@@ -707,18 +708,20 @@ def write_example_datasets(
 
     from .shapes import SHAPE_CLASSES, SPLITS, generate_split, render_image
 
+    splits = ("train", "val")
+
     root = Path(folder)
     spec = _example_spec(num_train, num_val, image_size)
     coco = root / "coco"
     (coco / "annotations").mkdir(parents=True, exist_ok=True)
-    for split in SPLITS:
+    for split in splits:
         data = generate_split(coco, split, spec)
         (coco / "annotations" / f"{split}.json").write_text(json.dumps(data, indent=1) + "\n")
     voc = root / "VOCshapes"
     for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
         (voc / sub).mkdir(parents=True, exist_ok=True)
-    for s, split in enumerate(SPLITS):
-        ids = []
+    for split in splits:
+        s, ids = SPLITS.index(split), []
         for i in range(spec.num_images(split)):
             rng = np.random.default_rng(np.random.SeedSequence([spec.seed, s, i]))  # the COCO set's images
             image, objects = render_image(rng, spec)
