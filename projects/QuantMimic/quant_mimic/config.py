@@ -93,6 +93,14 @@ def add_quantmimic_config(cfg: CN) -> CN:
     cfg.MODEL.QUANTIZER.TYPE = DEFAULT_QUANTIZER_TYPE
     # Quantization stride s. The paper uses 1 for every experiment.
     cfg.MODEL.QUANTIZER.STRIDE = DEFAULT_QUANTIZER_STRIDE
+    # Fit s to the full-precision teacher instead (not in the paper, whose s = 1 suits ImageNet-trained
+    # features): 0 = STRIDE as given; K > 0 = s is set so that the STRIDE_PERCENTILE-th percentile of the
+    # positive activations Q sits on spans K codes (s = percentile / K), computed once by train_net.py
+    # from MODEL.WEIGHTS on the first STRIDE_FIT_IMAGES images of DATASETS.TRAIN[0] and written into the
+    # run's config.yaml as STRIDE. A student reads it there, beside its TEACHER_WEIGHTS (engine/stride_fit.py).
+    cfg.MODEL.QUANTIZER.STRIDE_CODES = 0
+    cfg.MODEL.QUANTIZER.STRIDE_PERCENTILE = 99.0
+    cfg.MODEL.QUANTIZER.STRIDE_FIT_IMAGES = 64
 
     # --- The Quantization Mimic meta-architecture (MODEL.META_ARCHITECTURE = "QuantMimicRCNN") ---
     cfg.MODEL.QUANT_MIMIC = CN()
@@ -299,7 +307,41 @@ def load_teacher_config(cfg: CfgNode) -> CfgNode:
             f"Teacher config {path} has {teacher_cfg.MODEL.ROI_HEADS.NUM_CLASSES} classes but the student "
             f"has {cfg.MODEL.ROI_HEADS.NUM_CLASSES}: use a teacher trained on the student's data set."
         )
+    if fits_stride(teacher_cfg):
+        teacher_cfg.MODEL.QUANTIZER.STRIDE = recorded_stride(
+            teacher_cfg, cfg.MODEL.QUANT_MIMIC.TEACHER_WEIGHTS
+        )
     return teacher_cfg
+
+
+def fits_stride(cfg: CfgNode) -> bool:
+    """Whether ``cfg`` quantizes its features with a stride fitted to the teacher (STRIDE_CODES > 0)."""
+    return bool(cfg.MODEL.QUANTIZER.ENABLED) and cfg.MODEL.QUANTIZER.STRIDE_CODES > 0
+
+
+def recorded_stride(cfg: CfgNode, weights: str) -> float:
+    """The fitted stride of a quantized model trained with ``cfg``'s rule, as its run recorded it: the
+    MODEL.QUANTIZER.STRIDE of the config.yaml beside ``weights`` (written by train_net.py), which
+    must come from the same rule (STRIDE_CODES, STRIDE_PERCENTILE)."""
+    q = cfg.MODEL.QUANTIZER
+    record = os.path.join(os.path.dirname(os.path.abspath(weights)), "config.yaml") if weights else ""
+    rule = f"MODEL.QUANTIZER.STRIDE_CODES {q.STRIDE_CODES}"
+    if not record or not os.path.isfile(record):
+        raise QuantMimicInputError(
+            f"The quantized model fits its stride ({rule}) but {record or 'its weights'} holds no record of "
+            "the fitted stride: pass weights of a run trained by train_net.py, whose config.yaml records it."
+        )
+    run_cfg = add_quantmimic_config(get_cfg())
+    run_cfg.set_new_allowed(True)  # a record written by a config with keys of another version
+    run_cfg.merge_from_file(record)
+    recorded = run_cfg.MODEL.QUANTIZER
+    if not (fits_stride(run_cfg) and recorded.STRIDE_CODES == q.STRIDE_CODES
+            and recorded.STRIDE_PERCENTILE == q.STRIDE_PERCENTILE):  # fmt: skip
+        raise QuantMimicInputError(
+            f"{record} was not trained with the stride rule {rule} at percentile {q.STRIDE_PERCENTILE}: "
+            "pass the weights of the quantized model trained with this config."
+        )
+    return float(recorded.STRIDE)
 
 
 def student_config(cfg: CfgNode) -> CfgNode:
