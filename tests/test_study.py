@@ -258,3 +258,31 @@ def test_jobs_run_side_by_side_with_their_share_and_failures_are_named_at_the_en
         # the data workers' share first, so that the user's overrides after it win
         assert extra == ["DATALOADER.NUM_WORKERS", "4", "SOLVER.MAX_ITER", "6"]
         assert threads == "8" and tag and total == 6 and index == 3 + int(name[-1])
+
+
+def test_the_single_level_screening_goes_seed_by_seed_with_fitted_stride_teachers(tmp_path, capsys):
+    out = tmp_path / "s"
+    study.main(["--architecture", "single", "--dry-run", "--output", str(out), "--seeds", "0", "1",
+                "--ablation-seeds", "0", "1", "--arms", "scratch", "qm", "qm_k8"])  # fmt: skip
+    teacher, quant, quant_k8, *students = capsys.readouterr().out.strip().splitlines()
+    teachers = out / "teachers"
+    assert "teacher_R18_2_single.yaml" in teacher and "SOLVER.MAX_ITER 2000" in teacher
+    assert f"MODEL.WEIGHTS {teachers / 'teacher_R18_2_single' / 'model_final.pth'}" in quant_k8
+    assert "MODEL.QUANTIZER.STRIDE_CODES 8" in quant_k8 and "STRIDE_CODES" not in quant
+    assert f"OUTPUT_DIR {teachers / 'teacher_R18_2_single_quant_k8'}" in quant_k8  # k4 / k16: not asked for
+    names = [line.rsplit("OUTPUT_DIR ", 1)[1].rsplit("/", 1)[1] for line in students]
+    assert names == ["scratch_seed0", "qm_seed0", "qm_k8_seed0", "scratch_seed1", "qm_seed1", "qm_k8_seed1"]
+    qm_k8 = students[2]  # the student reads the teacher run's config.yaml, which records the fitted stride
+    k8_run = teachers / "teacher_R18_2_single_quant_k8"
+    assert f"TEACHER_WEIGHTS {k8_run / 'model_final.pth'}" in qm_k8
+    assert f"TEACHER_CONFIG {k8_run / 'config.yaml'}" in qm_k8 and "qm_R18_16_single.yaml" in qm_k8
+    with pytest.raises(SystemExit):
+        study.main(["--architecture", "single", "--arms", "qm_pow2", "--dry-run"])  # an FPN-only arm
+
+
+def test_a_study_folder_keeps_its_architecture(tmp_path):
+    schedule = {"max_iter": 2000, "eval_period": 250, "lr_step": 1600, "smoke": False}
+    study.check_schedule(tmp_path, dict(schedule))  # a record without the key: the FPN study
+    study.check_schedule(tmp_path, {**schedule, "architecture": "fpn"})
+    with pytest.raises(SystemExit, match="schedule"):
+        study.check_schedule(tmp_path, {**schedule, "architecture": "single"})

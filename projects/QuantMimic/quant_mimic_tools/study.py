@@ -1,9 +1,19 @@
-"""The study behind "QM > mimic > scratch": students trained to convergence over seeds, paired differences
-with 95% confidence intervals, the paper's ablations, curves and matching-ratio histograms.
+"""Does Quantization Mimic beat plain mimic and training from scratch? Students trained to convergence
+over seeds, paired differences with 95% confidence intervals, the paper's ablations, curves and
+matching-ratio histograms.
 
-    python -m quant_mimic_tools.study [--output output/study] [--teachers output/shapes]
-        [--seeds 0 1 2 3 4] [--ablation-seeds 0 1] [--only main|ablations] [--max-iter 2000]
-        [--eval-period 250] [--jobs 1] [--smoke] [--report-only] [--dry-run] [KEY VALUE ...]
+    python -m quant_mimic_tools.study [--architecture fpn|single] [--output output/study]
+        [--teachers output/shapes] [--seeds 0 1 2 3 4] [--ablation-seeds 0 1] [--only main|ablations]
+        [--arms NAME ...] [--max-iter 2000] [--eval-period 250] [--jobs 1] [--smoke] [--report-only]
+        [--dry-run] [KEY VALUE ...]
+
+Two architectures: ``fpn`` (the main job's ResNet18-1-16 FPN student of a ResNet18-1-2 FPN teacher, Q
+on the FPN outputs) and ``single`` (the paper's VOC detector: RPN and ROIAlign on the stride-16 res4
+map, post-ReLU, of a ResNet18-1-2 single-level teacher; default output ``output/study_single``). The
+single-level study screens the quantizer stride: s = 1 (the paper's) and strides fitted to the teacher
+(``MODEL.QUANTIZER.STRIDE_CODES`` 4, 8 and 16: the 99th percentile of the teacher's positive res4
+activations spans that many codes), each with its own quantized teacher fine-tuned from the same
+full-precision one; its runs go seed by seed over every arm.
 
 The arms (rows) are the main comparison (scratch, mimic, QM: ``--seeds``, at least 5 for the claim) and
 the paper's ablations (``--ablation-seeds``): Q on the teacher only (Table 5), Q(ReLU) in the student
@@ -38,12 +48,12 @@ import statistics
 import sys
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from quant_mimic.config import available_cores, default_num_workers
 
-from .pipeline import MainJob, Stage, chain, run_stage, stage_command
+from .pipeline import MainJob, Stage, run_stage, stage_command
 from .results import is_evaluation, read_final_metrics, read_metrics
 from .settings import SHAPES
 
@@ -80,6 +90,89 @@ ARMS = (
                        "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "norm", "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", "10.0")),
 )  # fmt: skip
 PAIRS = (("qm", "mimic"), ("mimic", "scratch"), ("qm", "scratch"))
+
+_SINGLE = "shapes/{}_R18_16_single{}.yaml"
+_CODES = (4, 8, 16)
+SINGLE_ARMS = (
+    Arm("scratch", _SINGLE.format("student", "_scratch"), "ResNet18-1-16 single level from scratch", None,
+        main=True),
+    Arm("mimic", _SINGLE.format("mimic", ""), "mimic (Li et al.), full precision", "fp", main=True),
+    Arm("qm", _SINGLE.format("qm", ""), "Quantization Mimic, s = 1 (the paper's)", "quant", main=True),
+    Arm("mimic_no_relu", _SINGLE.format("mimic", ""), "mimic without FEATURE_RELU", "fp",
+        opts=("MODEL.QUANT_MIMIC.FEATURE_RELU", "False")),
+    *(Arm(f"qm_k{k}", _SINGLE.format("qm", ""), f"QM, stride fitted: p99 of the teacher spans {k} codes",
+          f"quant_k{k}") for k in _CODES),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TeacherRun:
+    """One teacher of a study, in ``<teachers>/<name>``: the full-precision one ("fp") trains on the
+    students' schedule where the study trains its own; the others are fine-tuned from it with Q."""
+
+    name: str
+    config: str  # relative to the project's configs/
+    description: str
+    opts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """The detector a study compares students of: its arms, its teachers (by the keys ``Arm.teacher``
+    names; "fp" first), whether students read their teacher's config from the teacher run's config.yaml
+    (which records a fitted stride), and whether runs go seed by seed over every arm."""
+
+    name: str
+    arms: tuple[Arm, ...]
+    teachers: dict[str, TeacherRun]
+    teacher_config_from_run: bool
+    seed_major: bool
+    default_output: str
+
+
+ARCHITECTURES = {
+    "fpn": Architecture(
+        "fpn",
+        ARMS,
+        {
+            "fp": TeacherRun(SHAPES.teacher.name, SHAPES.teacher.config, SHAPES.teacher.description),
+            "quant": TeacherRun(
+                SHAPES.teacher_quant.name, SHAPES.teacher_quant.config, SHAPES.teacher_quant.description
+            ),
+        },
+        teacher_config_from_run=False,
+        seed_major=False,
+        default_output="output/study",
+    ),
+    "single": Architecture(
+        "single",
+        SINGLE_ARMS,
+        {
+            "fp": TeacherRun(
+                "teacher_R18_2_single",
+                "shapes/teacher_R18_2_single.yaml",
+                "full-precision teacher, single level",
+            ),
+            "quant": TeacherRun(
+                "teacher_R18_2_single_quant",
+                "shapes/teacher_R18_2_single_quant.yaml",
+                "quantized teacher, s = 1",
+            ),
+            **{
+                f"quant_k{k}": TeacherRun(
+                    f"teacher_R18_2_single_quant_k{k}",
+                    "shapes/teacher_R18_2_single_quant.yaml",
+                    f"quantized teacher, stride fitted to {k} codes",
+                    ("MODEL.QUANTIZER.STRIDE_CODES", str(k)),
+                )
+                for k in _CODES
+            },
+        },
+        teacher_config_from_run=True,
+        seed_major=True,
+        default_output="output/study_single",
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -119,37 +212,56 @@ def default_lr_step(max_iter: int) -> int:
 
 
 def student_stages(
-    arms: list[Arm], seeds: dict[bool, list[int]], output: Path, teachers: Path, schedule: list[str]
+    arms: list[Arm],
+    seeds: dict[bool, list[int]],
+    output: Path,
+    teachers: Path,
+    schedule: list[str],
+    architecture: Architecture = ARCHITECTURES["fpn"],
 ) -> list[Stage]:
     """One ``Stage`` per arm and seed (``seeds[arm.main]``), reading the teachers from ``teachers``.
     Seed-major (every arm of the first seed, then of the next): a study stopped part-way already holds
-    complete same-seed comparisons."""
-    weights = {
-        "fp": teachers / SHAPES.teacher.name / "model_final.pth",
-        "quant": teachers / SHAPES.teacher_quant.name / "model_final.pth",
-    }
+    complete same-seed comparisons. The main comparison comes before the ablations, unless the
+    architecture goes seed by seed over every arm (a screening)."""
+
+    def teacher_opts(key: str) -> list[str]:
+        run = teachers / architecture.teachers[key].name
+        opts = ["MODEL.QUANT_MIMIC.TEACHER_WEIGHTS", str(run / "model_final.pth")]
+        if architecture.teacher_config_from_run:
+            opts += ["MODEL.QUANT_MIMIC.TEACHER_CONFIG", str(run / "config.yaml")]
+        return opts
+
     runs = sorted(
         ((position, arm, seed) for arm in arms for position, seed in enumerate(seeds[arm.main])),
-        key=lambda run: (not run[1].main, run[0]),
-    )  # the main comparison first, then the ablations; within each, seed by seed in arm order
+        key=lambda run: (run[0], not run[1].main) if architecture.seed_major else (not run[1].main, run[0]),
+    )  # stable: arm order within a seed
     stages = []
     for _, arm, seed in runs:
-        teacher = (
-            [] if arm.teacher is None else ["MODEL.QUANT_MIMIC.TEACHER_WEIGHTS", str(weights[arm.teacher])]
-        )
+        teacher = [] if arm.teacher is None else teacher_opts(arm.teacher)
         opts = [*teacher, *arm.opts, *schedule, "SEED", str(seed)]
         stages.append(Stage(f"{arm.name}_seed{seed}", arm.config, f"{arm.description}, seed {seed}", opts))
     return stages
 
 
-def teacher_chain(teachers: Path, own: bool, schedule: list[str]) -> list[Stage]:
-    """The teachers' stages (the main job's: full precision, then fine-tuned with Q). The study's own
-    teachers (``own``, in ``<output>/teachers``) train the full-precision teacher on the students' schedule:
-    a teacher trained less than its students (the main job's 500 iterations: 43.7 AP, where a 2000-iteration
-    scratch student reaches 60) would be no teacher. The Q fine-tuning keeps its config's 100 iterations."""
-    stages = chain(teachers, [], setting=SHAPES)
-    if own:
-        stages[0] = replace(stages[0], opts=[*stages[0].opts, *schedule])
+def teacher_chain(
+    teachers: Path,
+    own: bool,
+    schedule: list[str],
+    architecture: Architecture = ARCHITECTURES["fpn"],
+    keys: Iterable[str] | None = None,
+) -> list[Stage]:
+    """The stages of the teachers ``keys`` (default: all) of ``architecture``: the full-precision one,
+    then those fine-tuned from it with Q. The study's own teachers (``own``, in ``<output>/teachers``)
+    train the full-precision teacher on the students' schedule: a teacher trained less than its students
+    (the main job's 500 iterations, where a 2000-iteration scratch student reaches 60 AP) would be no
+    teacher. The Q fine-tuning keeps its config's 100 iterations."""
+    keys = set(architecture.teachers if keys is None else keys) | {"fp"}
+    fp = architecture.teachers["fp"]
+    stages = [Stage(fp.name, fp.config, fp.description, list(schedule) if own else [])]
+    weights = str(teachers / fp.name / "model_final.pth")
+    for key, run in architecture.teachers.items():
+        if key != "fp" and key in keys:
+            stages.append(Stage(run.name, run.config, run.description, ["MODEL.WEIGHTS", weights, *run.opts]))
     return stages
 
 
@@ -374,10 +486,15 @@ def check_schedule(output: Path, schedule: dict) -> None:
     if record.is_file():
         recorded = json.loads(record.read_text()).get("schedule")
         if recorded is not None:
-            # a record written before --lr-step had the default step of its max_iter
-            recorded = {"lr_step": default_lr_step(recorded["max_iter"]), **recorded}
+            # a record written before --lr-step / --architecture had the default step of its max_iter
+            # and the FPN architecture
+            recorded = {"lr_step": default_lr_step(recorded["max_iter"]), "architecture": "fpn", **recorded}
             same = {k: v for k, v in recorded.items() if k not in ("max_iter", "extended_from")}
-            asked = {k: v for k, v in schedule.items() if k not in ("max_iter", "extended_from")}
+            asked = {
+                k: v
+                for k, v in {"architecture": "fpn", **schedule}.items()
+                if k not in ("max_iter", "extended_from")
+            }
             if same == asked and schedule["max_iter"] > recorded["max_iter"]:
                 schedule["extended_from"] = recorded.get("extended_from", recorded["max_iter"])
                 print(
@@ -407,13 +524,21 @@ def update_record(output: Path, fields: dict) -> None:
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="study", description=__doc__.splitlines()[0])
-    parser.add_argument("--output", type=Path, help="default: output/study (output/study_smoke with --smoke)")
+    parser.add_argument(
+        "--architecture",
+        choices=tuple(ARCHITECTURES),
+        default="fpn",
+        help="the detector: fpn (the main job's) or single (the paper's single-level one)",
+    )
+    parser.add_argument("--output", type=Path, help="default: output/study, output/study_single for the "
+                        "single-level architecture (output/study_smoke with --smoke)")  # fmt: skip
     parser.add_argument("--teachers", type=Path, help="a folder with teachers trained elsewhere, e.g. the main "
                         "job's output/shapes (default: the study's own, <output>/teachers, on the students' "
                         "schedule)")  # fmt: skip
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="main comparison seeds")
     parser.add_argument("--ablation-seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--only", choices=("main", "ablations"), help="run one part of the study")
+    parser.add_argument("--arms", nargs="+", help="run only these arms (names as in the tables)")
     parser.add_argument("--max-iter", type=int, default=2000, help="iterations per student")
     parser.add_argument("--eval-period", type=int, default=250, help="evaluate (and checkpoint) every N")
     parser.add_argument("--lr-step", type=int, help="iteration of the learning rate's x0.1 step (default: 80%% "
@@ -438,17 +563,26 @@ def main(argv: list[str] | None = None) -> None:
         get_parser().error("--max-iter must allow at least two evaluations: make it >= 2 x --eval-period")
     if args.lr_step is not None and not 0 < args.lr_step < args.max_iter:
         get_parser().error("--lr-step must be inside the schedule: 0 < --lr-step < --max-iter")
-    output = args.output or Path("output/study_smoke" if args.smoke else "output/study")
+    architecture = ARCHITECTURES[args.architecture]
+    output = args.output or Path("output/study_smoke" if args.smoke else architecture.default_output)
     teachers = args.teachers or output / "teachers"
-    arms = [a for a in ARMS if args.only is None or a.main == (args.only == "main")]
+    unknown = set(args.arms or ()) - {a.name for a in architecture.arms}
+    if unknown:
+        get_parser().error(f"--arms: {sorted(unknown)} are not arms of {args.architecture}")
+    arms = [
+        a
+        for a in architecture.arms
+        if (args.only is None or a.main == (args.only == "main")) and (not args.arms or a.name in args.arms)
+    ]
     seeds = {True: args.seeds, False: args.ablation_seeds}
     lr_step = default_lr_step(args.max_iter) if args.lr_step is None else args.lr_step
     schedule = {"max_iter": args.max_iter, "eval_period": args.eval_period, "lr_step": lr_step,
-                "smoke": args.smoke, "teachers": str(teachers)}  # fmt: skip
+                "smoke": args.smoke, "teachers": str(teachers), "architecture": args.architecture}  # fmt: skip
     extra = (list(SHAPES.smoke_opts) if args.smoke else []) + list(args.opts)
     run_schedule = schedule_opts(args.max_iter, args.eval_period, lr_step)
-    teacher_stages = teacher_chain(teachers, args.teachers is None, run_schedule)
-    stages = student_stages(arms, seeds, output, teachers, run_schedule)
+    needed = {a.teacher for a in arms if a.teacher is not None}
+    teacher_stages = teacher_chain(teachers, args.teachers is None, run_schedule, architecture, needed)
+    stages = student_stages(arms, seeds, output, teachers, run_schedule, architecture)
     if args.dry_run:
         for stage in teacher_stages:
             print(" ".join(stage_command(stage, teachers, extra)))
