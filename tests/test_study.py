@@ -169,7 +169,7 @@ def test_report_only_keeps_the_studys_recorded_schedule(tmp_path):
                 "--only", "main", "--seeds", "0", "1"])  # fmt: skip
     record = json.loads((tmp_path / "study.json").read_text())
     assert record["schedule"] == schedule and record["arms"]["scratch"]["mean"] == 50.5
-    assert (tmp_path / "study.md").read_text().startswith("# Study: 2000 iterations per student")
+    assert (tmp_path / "study.md").read_text().startswith("# Study (fpn): 2000 iterations per student")
 
 
 def test_a_finished_run_short_of_an_extended_schedule_resumes(tmp_path, monkeypatch, capsys):
@@ -286,3 +286,58 @@ def test_a_study_folder_keeps_its_architecture(tmp_path):
     study.check_schedule(tmp_path, {**schedule, "architecture": "fpn"})
     with pytest.raises(SystemExit, match="schedule"):
         study.check_schedule(tmp_path, {**schedule, "architecture": "single"})
+
+
+def test_the_difference_curve_pairs_seeds_at_every_common_evaluation(tmp_path):
+    arms = {a.name: a for a in study.SINGLE_ARMS}
+    for seed, (qm, mimic) in enumerate(
+        [([30.0, 40.0, 50.0], [32.0, 41.0, 49.0]), ([20.0, 30.0, 44.0], [21.0, 30.0, 40.0])]
+    ):
+        fake_run(tmp_path / f"qm_seed{seed}", qm)
+        fake_run(tmp_path / f"mimic_seed{seed}", mimic)
+    points = study.difference_curve(tmp_path, arms["qm"], arms["mimic"], {True: [0, 1], False: []})
+    assert [p[0] for p in points] == [249, 499, 749]
+    assert [p[1] for p in points] == pytest.approx(
+        [-1.5, -0.5, 2.5]
+    )  # (-2 - 1) / 2, (-1 + 0) / 2, (1 + 4) / 2
+    mean, low, high = study.t_interval([1.0, 4.0])
+    assert points[-1][1:] == pytest.approx((mean, low, high))
+    assert study.difference_figure(tmp_path, [(arms["qm"], arms["mimic"])], {True: [0, 1], False: []},
+                                   tmp_path / "d.png").stat().st_size > 0  # fmt: skip
+
+
+def test_test_split_tables_read_each_runs_test_record_and_the_test_evaluation_writes_it(
+    tmp_path, monkeypatch
+):
+    import subprocess
+
+    arms = [a for a in study.SINGLE_ARMS if a.name in ("scratch", "qm")]
+    for seed in (0, 1):
+        fake_run(tmp_path / f"scratch_seed{seed}", [40.0, 41.0])
+        fake_run(tmp_path / f"qm_seed{seed}", [45.0, 46.0])
+        (tmp_path / f"qm_seed{seed}" / "student_config.yaml").write_text("")
+        (tmp_path / f"qm_seed{seed}" / "student_final.pth").write_bytes(b"")
+    calls = []
+
+    def fake_eval(cmd, **kwargs):
+        calls.append(cmd)
+        ap = 30.0 + len(calls)
+        out = f"copypaste: AP,AP50,AP75\ncopypaste: {ap},{ap + 20},{ap + 5}\n"
+        return subprocess.CompletedProcess(cmd, 0, out, "")
+
+    monkeypatch.setattr(subprocess, "run", fake_eval)
+    seeds = {True: [0, 1], False: [0, 1]}
+    study.evaluate_on_test(tmp_path, arms, seeds, "quantmimic_shapes_test")
+    study.evaluate_on_test(tmp_path, arms, seeds, "quantmimic_shapes_test")  # recorded: read once
+    assert len(calls) == 4
+    qm_call = next(c for c in calls if "qm_seed0" in c[c.index("MODEL.WEIGHTS") + 1])
+    assert qm_call[qm_call.index("MODEL.WEIGHTS") + 1].endswith("student_final.pth")
+    assert "--eval-only" in qm_call and "('quantmimic_shapes_test',)" in qm_call
+    test = study.summarize(tmp_path, arms, seeds, study.PAIRS, split="test")
+    val = study.summarize(tmp_path, arms, seeds, study.PAIRS)
+    assert test["split"] == "test" and [r["AP"] for r in test["arms"]["scratch"]["runs"].values()] == [
+        31.0,
+        33.0,
+    ]
+    assert val["arms"]["scratch"]["mean"] == 41.0 and test["pairs"]["qm-scratch"]["differences"] == [2.0, 2.0]
+    assert "AP on the test split" in study.markdown(test, {"max_iter": 500, "eval_period": 250})

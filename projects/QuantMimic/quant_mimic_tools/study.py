@@ -128,6 +128,7 @@ class Architecture:
     teacher_config_from_run: bool
     seed_major: bool
     default_output: str
+    pairs: tuple[tuple[str, str], ...] = PAIRS
 
 
 ARCHITECTURES = {
@@ -171,6 +172,12 @@ ARCHITECTURES = {
         teacher_config_from_run=True,
         seed_major=True,
         default_output="output/study_single",
+        pairs=(
+            *PAIRS,
+            ("mimic_no_relu", "mimic"),
+            *((f"qm_k{k}", "mimic") for k in _CODES),
+            *((f"qm_k{k}", "qm") for k in _CODES),
+        ),
     ),
 }
 
@@ -339,13 +346,27 @@ def paired_differences(runs_a: dict, runs_b: dict) -> tuple[list[int], list[floa
     return common, [runs_a[s]["AP"] - runs_b[s]["AP"] for s in common]
 
 
-def summarize(output: Path, arms: list[Arm], seeds: dict[bool, list[int]]) -> dict:
-    """Per-arm per-seed final AP, mean / std, flatness, and the paired differences of :data:`PAIRS`."""
-    summary: dict = {"arms": {}, "pairs": {}}
+TEST_METRICS = "test_metrics.json"  # a run's final model on the test split, written by --test
+
+
+def summarize(
+    output: Path,
+    arms: list[Arm],
+    seeds: dict[bool, list[int]],
+    pairs: Iterable[tuple[str, str]] = PAIRS,
+    split: str = "val",
+) -> dict:
+    """Per-arm per-seed final AP, mean / std, flatness, and the paired differences of ``pairs``. On
+    ``split`` "test", the AP of each run's final model on the test split (``<run>/test_metrics.json``;
+    runs without one are left out); flatness is the val curve's either way."""
+    summary: dict = {"arms": {}, "pairs": {}, "split": split}
     for arm in arms:
         runs = {}
         for seed in seeds[arm.main]:
             final = read_final_metrics(output / f"{arm.name}_seed{seed}")
+            if final is not None and split == "test":
+                record = output / f"{arm.name}_seed{seed}" / TEST_METRICS
+                final = json.loads(record.read_text()) if record.is_file() else None
             if final is None or final.get(METRIC) is None:
                 continue
             points = evaluations(output / f"{arm.name}_seed{seed}")
@@ -358,7 +379,7 @@ def summarize(output: Path, arms: list[Arm], seeds: dict[bool, list[int]]) -> di
             "mean": statistics.mean(aps) if aps else None,
             "std": sample_std(aps) if len(aps) > 1 else None,
         }
-    for a, b in PAIRS:
+    for a, b in pairs:
         if a not in summary["arms"] or b not in summary["arms"]:
             continue
         common, diffs = paired_differences(summary["arms"][a]["runs"], summary["arms"][b]["runs"])
@@ -396,7 +417,8 @@ def _ap(x: float) -> str:
 def markdown(summary: dict, schedule: dict) -> str:
     """The study's tables as Markdown."""
     lines = [
-        f"# Study: {schedule['max_iter']} iterations per student, evaluated every {schedule['eval_period']}",
+        f"# Study ({schedule.get('architecture', 'fpn')}): {schedule['max_iter']} iterations per student, "
+        f"evaluated every {schedule['eval_period']}; AP on the {summary.get('split', 'val')} split",
         "",
         "| arm | what | seeds | AP per seed | mean | std | flat at the end |",
         "|---|---|---|---|---|---|---|",
@@ -463,6 +485,93 @@ def ap_curves(output: Path, arms: list[Arm], seeds: dict[bool, list[int]], path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return save_figure(fig, path)
+
+
+def difference_curve(
+    output: Path, a: Arm, b: Arm, seeds: dict[bool, list[int]]
+) -> list[tuple[int, float, float, float]]:
+    """(iteration, mean, CI low, CI high) of arm ``a``'s val AP minus arm ``b``'s at every evaluation
+    both finished runs of a seed made, paired by seed (the t-interval needs 2 seeds; with one, the band
+    is the point)."""
+    common = [s for s in seeds[a.main] if s in seeds[b.main]]
+    curves = []
+    for seed in common:
+        runs = [output / f"{arm.name}_seed{seed}" for arm in (a, b)]
+        if all(read_final_metrics(run) is not None for run in runs):
+            ours, theirs = (dict(evaluations(run)) for run in runs)
+            curves.append({i: ours[i] - theirs[i] for i in ours.keys() & theirs.keys()})
+    if not curves:
+        return []
+    points = []
+    for i in sorted(set.intersection(*(set(c) for c in curves))):
+        diffs = [c[i] for c in curves]
+        points.append((i, *t_interval(diffs)) if len(diffs) > 1 else (i, diffs[0], diffs[0], diffs[0]))
+    return points
+
+
+def difference_figure(output: Path, pairs: list[tuple[Arm, Arm]], seeds: dict, path: Path) -> Path | None:
+    """PNG: val AP difference against iterations per pair (mean over seeds, 95% CI band): whether an
+    early lead lasts to convergence."""
+    from .report.figure import plt, save_figure
+
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    drawn = 0
+    for a, b in pairs:
+        points = difference_curve(output, a, b, seeds)
+        if not points:
+            continue
+        iterations, means, lows, highs = zip(*points)
+        n = len([s for s in seeds[a.main] if s in seeds[b.main]])
+        (line,) = ax.plot(iterations, means, marker="o", label=f"{a.name} - {b.name} (up to {n} seeds)")
+        ax.fill_between(iterations, lows, highs, color=line.get_color(), alpha=0.2)
+        drawn += 1
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("AP difference on the val set (same seed)")
+    ax.set_title("paired AP differences: mean and 95% CI over seeds")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def evaluate_on_test(output: Path, arms: list[Arm], seeds: dict[bool, list[int]], dataset: str) -> None:
+    """Evaluate every finished run's final model once on ``dataset`` (the test split), as a user would
+    (``train_net.py --eval-only``; a QM run's exported student), and record its COCO metrics in
+    ``<run>/test_metrics.json``. A run that has the record is not evaluated again."""
+    import subprocess
+
+    from .pipeline import TRAIN_NET
+
+    for arm in arms:
+        for seed in seeds[arm.main]:
+            run = output / f"{arm.name}_seed{seed}"
+            if read_final_metrics(run) is None or (run / TEST_METRICS).is_file():
+                continue
+            student = (run / "student_config.yaml").is_file() and (run / "student_final.pth").is_file()
+            config, weights = (
+                ("student_config.yaml", "student_final.pth")
+                if student
+                else ("config.yaml", "model_final.pth")
+            )
+            cmd = [sys.executable, str(TRAIN_NET), "--eval-only", "--config-file", str(run / config),
+                   "MODEL.WEIGHTS", str(run / weights), "DATASETS.TEST", f"('{dataset}',)",
+                   "OUTPUT_DIR", str(run)]  # fmt: skip
+            print(f"study: {run.name}: evaluating {weights} on {dataset}", file=sys.stderr, flush=True)
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            rows = [
+                line.split("copypaste: ", 1)[1] for line in proc.stdout.splitlines() if "copypaste: " in line
+            ]
+            if proc.returncode != 0 or len(rows) < 2:
+                tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+                raise SystemExit(f"study: the test evaluation of {run} failed: {tail[0]}")
+            keys, values = rows[-2].split(","), rows[-1].split(",")
+            metrics = {f"bbox/{k}": float(v) for k, v in zip(keys, values)}
+            tmp = run / f".{TEST_METRICS}.tmp"
+            tmp.write_text(json.dumps({**metrics, "dataset": dataset, "weights": weights}, indent=2))
+            tmp.replace(run / TEST_METRICS)
 
 
 def matching_figure(output: Path, arms: list[Arm], seed: int, dataset: str, path: Path) -> dict[str, float]:
@@ -546,6 +655,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--jobs", type=int, default=1, help="students trained side by side (e.g. on a GPU)")
     parser.add_argument("--smoke", action="store_true", help="the mini data set, 6 iterations per run")
     parser.add_argument("--report-only", action="store_true", help="only (re)write the tables and figures")
+    parser.add_argument("--test", action="store_true", help="evaluate every finished run's final model once on "
+                        "the test split (choices are made on val) and write the tables on test too: study_test.md")  # fmt: skip
     parser.add_argument("--dry-run", action="store_true", help="print each run's train_net.py command")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for every student")
     return parser
@@ -601,18 +712,36 @@ def main(argv: list[str] | None = None) -> None:
         for i, stage in enumerate(teacher_stages, 1):
             run_stage(stage, teachers, list(SHAPES.smoke_opts) if args.smoke else [], i, total)
         run_students(stages, output, extra, len(teacher_stages) + 1, total, args.jobs, until=args.max_iter)
-    summary = summarize(output, arms, seeds)
+    summary = summarize(output, arms, seeds, architecture.pairs)
     if args.report_only:  # the tables of the study as it was run: its record's schedule, not these options
         record = output / "study.json"
         schedule = json.loads(record.read_text()).get("schedule", schedule) if record.is_file() else schedule
     summary["schedule"] = schedule
     ap_curves(output, arms, seeds, output / "ap_curves.png")
+    by_name = {a.name: a for a in arms}
+    difference_figure(
+        output,
+        [
+            (by_name[a], by_name[b])
+            for a, b in architecture.pairs
+            if a in by_name and b in by_name and b != "qm"
+        ],
+        seeds,
+        output / "ap_differences.png",
+    )
     summary["matching_ratio_mean"] = matching_figure(
         output, arms, args.seeds[0], val, output / "matching_ratio.png"
     )
     (output / "study.md").write_text(markdown(summary, schedule))
     update_record(output, summary)
     print(markdown(summary, schedule))
+    if args.test:
+        test = "quantmimic_shapes_mini_test" if args.smoke else "quantmimic_shapes_test"
+        evaluate_on_test(output, arms, seeds, test)
+        on_test = summarize(output, arms, seeds, architecture.pairs, split="test")
+        (output / "study_test.md").write_text(markdown(on_test, schedule))
+        update_record(output, {"test": on_test})
+        print(markdown(on_test, schedule))
     print(f"study: tables in {output / 'study.md'}, curves in {output / 'ap_curves.png'}", file=sys.stderr)
 
 
