@@ -39,6 +39,7 @@ from detectron2.utils.logger import setup_logger
 import quant_mimic  # noqa: F401  (registers the project's models, backbones and data sets)
 from quant_mimic.config import build_config, deployed_config, fall_back_to_cpu, resolve_config_path
 from quant_mimic.data.user import add_dataset_argument, configure_classes, register_user_datasets
+from quant_mimic.deploy.runtime import DeployedFolderError, load_spec
 from quant_mimic.engine.setup import check_weights
 from quant_mimic.errors import QuantMimicInputError
 from quant_mimic.predictor import VisualizationDemo
@@ -238,10 +239,8 @@ def main(argv: list[str] | None = None) -> None:
             raise QuantMimicInputError(
                 "--deployed runs a deployed folder alone: drop --config-file and --eager."
             )
-        if args.deployed and not os.path.isfile(os.path.join(args.deployed, "deploy.json")):
-            raise QuantMimicInputError(
-                f"--deployed {args.deployed} holds no deploy.json: write one with python -m quant_mimic_tools.deploy."
-            )
+        if args.deployed:
+            load_spec(args.deployed)  # every file against the folder's manifest, then deploy.json
         cfg = None if args.deployed else setup_cfg(args)
         if args.input:  # check the inputs before the model is built
             inputs = expand_inputs(args.input)
@@ -262,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
             run_video(demo, args)
         else:
             run_webcam(demo, args)
-    except QuantMimicInputError as e:
+    except (QuantMimicInputError, DeployedFolderError) as e:
         print(f"demo.py: error: {e}", file=sys.stderr)
         sys.exit(2)
 

@@ -16,6 +16,13 @@ registers a data set of your own (quant_mimic/data/user.py, datasets/README.md);
 follows its classes unless the overrides set it, and it is checked (json, images, boxes) before training.
 ``--eval-only`` with an OUTPUT_DIR that holds a training run writes to ``<OUTPUT_DIR>/eval/<weights
 file stem>/`` instead, so the run's own files are never replaced.
+
+One run per folder: the run holds ``<OUTPUT_DIR>/.lock`` (quant_mimic/engine/run_lock.py) for its whole
+life, and a second run on the folder ends in one sentence naming the first one's pid and start time.
+Checkpoints, ``last_checkpoint`` and ``metrics.json`` lines are written whole
+(quant_mimic/engine/trusted_writes.py); a full disk or an unwritable folder ends in one sentence, exit 2,
+and ``--resume`` continues from the last complete checkpoint. Ctrl-C prints the iteration reached and
+that checkpoint, exit 130.
 """
 
 from __future__ import annotations
@@ -38,6 +45,9 @@ for _name, _start in [
     ("torch.multiprocessing.spawn", "Terminating process"),
 ]:
     logging.getLogger(_name).addFilter(lambda record, s=_start: not record.getMessage().startswith(s))
+# A log line that cannot be written (a full disk) is dropped, not reported with a traceback: the run
+# ends with one sentence about the disk.
+logging.raiseExceptions = False
 
 import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
@@ -48,6 +58,7 @@ from detectron2.utils import comm  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
 import quant_mimic  # noqa: E402, F401  (registers the project's models, backbones and data sets)
+from quant_mimic.atomic import find_write_error, write_failure  # noqa: E402
 from quant_mimic.config import build_config  # noqa: E402
 from quant_mimic.data import default_datasets_root, register_checked_voc  # noqa: E402
 from quant_mimic.data.user import (  # noqa: E402
@@ -59,7 +70,10 @@ from quant_mimic.data.user import (  # noqa: E402
 )
 from quant_mimic.engine import Trainer, check_run_inputs  # noqa: E402
 from quant_mimic.engine.checks import check_before_launch  # noqa: E402
-from quant_mimic.engine.run_dir import eval_output_dir, resume_point  # noqa: E402
+from quant_mimic.engine.run_dir import LAST_CHECKPOINT, eval_output_dir, resume_point  # noqa: E402
+from quant_mimic.engine.run_lock import run_lock  # noqa: E402
+from quant_mimic.engine.stride_fit import resolve_stride  # noqa: E402
+from quant_mimic.engine.trusted_writes import resume_advice  # noqa: E402
 from quant_mimic.errors import QuantMimicInputError, one_line  # noqa: E402
 
 PROG = "train_net.py"
@@ -69,9 +83,39 @@ ERROR_FILE_ENV = "QUANTMIMIC_ERROR_FILE"
 logger = logging.getLogger("quant_mimic.train_net")
 
 
+# The exit status of a run stopped by Ctrl-C (128 + SIGINT), as a shell reports it.
+INTERRUPTED_STATUS = 130
+
+
 def fail(message: str) -> None:
     print(f"{PROG}: error: {message}", file=sys.stderr)
     sys.exit(2)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training, at ``iteration``."""
+
+    def __init__(self, iteration: int):
+        super().__init__(iteration)
+        self.iteration = iteration
+
+
+def interrupted(run_dir: str, iteration: int | None = None, quiet: bool = False) -> None:
+    """Exit 130 after Ctrl-C, with one line naming the iteration reached and the checkpoint ``--resume``
+    continues from (``quiet``: no line, for the workers of a multi-process run)."""
+    if not quiet:
+        where = f" at iteration {iteration}" if iteration is not None else ""
+        try:
+            with open(os.path.join(run_dir, LAST_CHECKPOINT)) as f:
+                name = f.read().strip()
+        except OSError:
+            name = ""
+        if name:
+            then = f"--resume continues from {os.path.join(os.path.abspath(run_dir), name)}"
+        else:
+            then = "no checkpoint was written yet: run again without --resume"
+        print(f"{PROG}: interrupted{where}; {then}.", file=sys.stderr, flush=True)
+    sys.exit(INTERRUPTED_STATUS)
 
 
 def prepare(args) -> CfgNode:
@@ -97,11 +141,12 @@ def prepare(args) -> CfgNode:
 
 def setup(args) -> CfgNode:
     cfg = prepare(args)
+    stride_note = resolve_stride(cfg, resume=args.resume, fit=not args.eval_only)
     cfg.freeze()
     default_setup(cfg, args)
     # the project's own loggers (quant_mimic.*) into the same console and OUTPUT_DIR/log.txt
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="quant_mimic")
-    for note in [*args.class_notes, *getattr(args, "data_notes", [])]:
+    for note in [*args.class_notes, *getattr(args, "data_notes", []), *filter(None, [stride_note])]:
         logger.info(note)
     if cfg.OUTPUT_DIR != args.run_dir:
         logger.info(f"{args.run_dir} holds a training run: this evaluation writes to {cfg.OUTPUT_DIR}.")
@@ -126,16 +171,32 @@ def run(args):
         trainer.resume_from(point.path)
     else:
         trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
+    try:
+        return trainer.train()
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(trainer.iter) from None
 
 
 def main(args):
-    """One process's run. A QuantMimicInputError (in this process or a DataLoader worker) ends it with
-    exit status 2: printed as one line, or, in a spawned worker, written for the launching process."""
+    """One process's run. A QuantMimicInputError (in this process or a DataLoader worker) or a write
+    that fails for want of space or permission ends it with exit status 2: printed as one line, or, in a
+    spawned worker, written for the launching process. Ctrl-C ends it with exit status 130."""
     try:
         result = run(args)
     except QuantMimicInputError as e:
         message = one_line(e)
+    except KeyboardInterrupt as e:
+        interrupted(args.run_dir, getattr(e, "iteration", None), quiet=comm.get_world_size() > 1)
+    except Exception as e:
+        masked = masked_input_error(e)
+        failed = find_write_error(e)
+        if masked is not None:
+            message = one_line(masked)
+        elif failed is not None:
+            path = failed.filename or args.run_dir
+            message = one_line(write_failure(path, failed, resume_advice(args.run_dir)))
+        else:
+            raise
     else:
         close_process_group()
         return result
@@ -148,6 +209,32 @@ def main(args):
             pass
         sys.exit(2)
     fail(message)
+
+
+def masked_input_error(error: BaseException) -> QuantMimicInputError | None:
+    """The QuantMimicInputError that ``error`` was raised while handling, if any: detectron2 runs the
+    hooks' ``after_train`` in a ``finally``, and one of them can fail on the state a failed step left
+    (the metric printer divides by zero after a failed write), hiding the sentence that says why."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, QuantMimicInputError):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _sentence_instead_of_traceback(record: logging.LogRecord) -> bool:
+    """detectron2 logs "Exception during training:" with the traceback; for a QuantMimicInputError the
+    sentence is the whole story (and it ends the run as one line on stderr)."""
+    error = record.exc_info[1] if record.exc_info else None
+    if isinstance(error, QuantMimicInputError):
+        record.msg, record.args = f"{record.getMessage()} {one_line(error)}", ()
+        record.exc_info = record.exc_text = None
+    return True
+
+
+logging.getLogger("detectron2.engine.train_loop").addFilter(_sentence_instead_of_traceback)
 
 
 def close_process_group() -> None:
@@ -171,15 +258,22 @@ def cli(argv: list[str] | None = None) -> None:
     error_dir = tempfile.mkdtemp(prefix="quantmimic-errors-")
     os.environ[ERROR_FILE_ENV] = os.path.join(error_dir, "error.txt")
     try:
-        launch(
-            main,
-            args.num_gpus,
-            num_machines=args.num_machines,
-            machine_rank=args.machine_rank,
-            dist_url=args.dist_url,
-            args=(args,),
-        )
-    except mp.ProcessExitedException:
+        with run_lock(cfg.OUTPUT_DIR):  # before anything is written into the folder, held to the end
+            launch(
+                main,
+                args.num_gpus,
+                num_machines=args.num_machines,
+                machine_rank=args.machine_rank,
+                dist_url=args.dist_url,
+                args=(args,),
+            )
+    except QuantMimicInputError as e:  # the folder is another run's, or cannot be written
+        fail(one_line(e))
+    except KeyboardInterrupt:  # the launching process of a multi-process run
+        interrupted(args.run_dir)
+    except mp.ProcessExitedException as e:
+        if e.exit_code == INTERRUPTED_STATUS:
+            interrupted(args.run_dir)
         if not os.path.isfile(os.environ[ERROR_FILE_ENV]):
             raise  # a worker died without an input error: keep PyTorch's report
         with open(os.environ[ERROR_FILE_ENV]) as f:

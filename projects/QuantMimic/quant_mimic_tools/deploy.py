@@ -9,7 +9,10 @@
 Any detector of this project deploys: a student export, a QuantMimicRCNN checkpoint (its student), a
 teacher. Config overrides (``KEY VALUE`` pairs) set the test-time settings that go into the folder. Load it
 with ``quant_mimic.deploy.DeployedPredictor(DIR)``; ``demo.py --deployed DIR`` draws its detections.
-An existing deployed folder is not replaced unless ``--force`` is given.
+An existing deployed folder is not replaced unless ``--force`` is given. The folder is written whole or not
+at all (a temporary folder beside it, renamed into place), with ``manifest.json`` (each file's size and
+sha256) that the runtime checks before loading; one deploy at a time writes a given ``--output``
+(``.<name>.lock`` beside it).
 """
 
 from __future__ import annotations
@@ -36,15 +39,25 @@ def get_parser() -> argparse.ArgumentParser:
 def deploy(args: argparse.Namespace) -> Path:
     """Check the inputs, then export; raises QuantMimicInputError with one sentence."""
     import quant_mimic  # noqa: F401  (registers the project's models)
+    from quant_mimic.deploy.export import is_deployed_folder
+    from quant_mimic.engine.run_lock import run_lock
+
+    output = Path(args.output)
+    # the lock file lies beside the folder, which is replaced whole by a rename
+    with run_lock(output, "--output", lock_file=output.absolute().parent / f".{output.name}.lock"):
+        if is_deployed_folder(output) and not args.force:
+            raise QuantMimicInputError(
+                f"{output} already holds a deployed model: pass --force to replace it."
+            )
+        return _deploy(args, output)
+
+
+def _deploy(args: argparse.Namespace, output: Path) -> Path:
     from quant_mimic.config import build_config, resolve_config_path
     from quant_mimic.data.user import configure_classes, register_user_datasets
     from quant_mimic.deploy import build_and_export
-    from quant_mimic.deploy.runtime import DEPLOY_FILE
     from quant_mimic.engine.setup import check_weights
 
-    output = Path(args.output)
-    if (output / DEPLOY_FILE).exists() and not args.force:
-        raise QuantMimicInputError(f"{output} already holds a deployed model: pass --force to replace it.")
     opts = list(args.opts) + (["MODEL.WEIGHTS", args.weights] if args.weights else [])
     datasets = register_user_datasets(args.dataset)
     cfg = build_config(args.config_file, opts + ["MODEL.DEVICE", "cpu"])

@@ -41,10 +41,12 @@ the report (model-zoo table with cost, pictures, index page; see ``quant_mimic_t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -212,10 +214,13 @@ def run_stage(
         proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=job.env()
         )
-        for line in proc.stdout:  # keep the whole log, show detectron2's progress lines (with ETA)
-            f.write(line)
-            if "eta:" in line or "copypaste:" in line or _ERROR_LINE.search(line):
-                _say(f"    {stage.name + ': ' if tag else ''}{line.rstrip()[:160]}")
+        try:
+            for line in proc.stdout:  # keep the whole log, show detectron2's progress lines (with ETA)
+                f.write(line)
+                if "eta:" in line or "copypaste:" in line or _ERROR_LINE.search(line):
+                    _say(f"    {stage.name + ': ' if tag else ''}{line.rstrip()[:160]}")
+        except KeyboardInterrupt:
+            raise StageInterrupted(stage.name, _stop(proc, f)) from None
     if proc.wait() != 0:
         raise SystemExit(f"Stage {stage.name} failed (exit {proc.returncode}); its log is {log}.")
     metrics = read_final_metrics(out)
@@ -226,6 +231,30 @@ def run_stage(
     )
     _say(f"    {stage.name}: {scores} in {time.time() - start:.0f} s")
     return metrics
+
+
+class StageInterrupted(KeyboardInterrupt):
+    """Ctrl-C during the stage ``name``; ``line`` is what its train_net.py said when it stopped."""
+
+    def __init__(self, name: str, line: str):
+        super().__init__(name, line)
+        self.name = name
+        self.line = line
+
+
+def _stop(proc: subprocess.Popen, log) -> str:
+    """After Ctrl-C: pass SIGINT on to the stage's train_net.py (a terminal sends it to both, a ``kill
+    -INT`` of the main job to the main job alone), wait until it has saved and stopped, and return its
+    "interrupted" line ("" if it printed none)."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGINT)
+    said = ""
+    for line in proc.stdout:
+        log.write(line)
+        if "interrupted" in line:
+            said = line.strip()
+    proc.wait()
+    return said
 
 
 def summarize(rows: list[dict], keys: tuple[str, ...] = ("AP", "AP50")) -> list[dict]:
@@ -287,7 +316,9 @@ def write_results(
         "runs": rows,
         "over_seeds": summary,
     }
-    (output / "results.json").write_text(json.dumps(record, indent=2) + "\n")
+    from quant_mimic.atomic import write_text
+
+    write_text(output / "results.json", json.dumps(record, indent=2) + "\n", RERUN_ADVICE)
     header = labels + [f"paper {k}" for k in paper]
     lines = [f"Setting: {setting.title}." + (f" Paper: {setting.paper_source}." if paper else ""), ""]
     lines += ["| model | " + " | ".join(header) + " | config |", "|---" * (len(header) + 2) + "|"]
@@ -307,7 +338,7 @@ def write_results(
     per_class = per_class_table(stages, results)
     if per_class:
         lines += ["", "AP50 of every class of the val set (VOC07 11-point AP):", "", per_class.rstrip()]
-    (output / "results.md").write_text("\n".join(lines) + "\n")
+    write_text(output / "results.md", "\n".join(lines) + "\n", RERUN_ADVICE)
     print("\n".join(lines))
 
 
@@ -360,6 +391,10 @@ def write_stage_report(
 
 DATA_RECORD = "user_data.json"
 JOB_RECORD = "main_job.json"
+# what to do after a write failed for want of space or permission
+RERUN_ADVICE = (
+    "free some space (or make it writable), then run the same command again: finished stages are reused"
+)
 
 
 def fail(message: str) -> None:
@@ -548,21 +583,50 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The main job, holding ``<output>/.lock`` throughout (one main job per folder). A bad input, a
+    second job on the folder, or a write that fails for want of space or permission ends as one line
+    ``pipeline: error: ...`` (exit 2); Ctrl-C as one line naming the stage and how to continue (exit 130)."""
     # torch's deprecation notices about what detectron2 calls at import: noise around the one-line errors
     warnings.filterwarnings("ignore", message=r".*(deprecat|in an upcoming release)", category=FutureWarning)
+    from quant_mimic.atomic import find_write_error, write_failure
+    from quant_mimic.engine.run_lock import run_lock
     from quant_mimic.errors import QuantMimicInputError, one_line
 
     args = get_parser().parse_args(argv)
     output = (args.output or default_output(args)).resolve()
     try:
-        job = resolve_job(args, output)
-        data = resolve_data(args, output)
-        if data is not None and not args.report_only and not args.dry_run:
-            check_data(data)
-        if not args.report_only and not args.dry_run:
-            check_job(job, output)
+        with contextlib.nullcontext() if args.dry_run else run_lock(output, "--output"):
+            run_job(args, output)
     except QuantMimicInputError as e:
         fail(one_line(e))
+    except StageInterrupted as e:
+        said = f" ({e.line})" if e.line else ""
+        print(
+            f"pipeline: interrupted in stage {e.name}{said}; run the same command again to continue: finished "
+            f"stages are reused and {e.name} resumes from its last checkpoint.",
+            file=sys.stderr,
+        )
+        sys.exit(130)
+    except KeyboardInterrupt:
+        print("pipeline: interrupted; run the same command again to continue.", file=sys.stderr)
+        sys.exit(130)
+    except OSError as e:
+        failed = find_write_error(e)
+        if failed is None:
+            raise
+        fail(one_line(write_failure(failed.filename or output, failed, RERUN_ADVICE)))
+
+
+def run_job(args: argparse.Namespace, output: Path) -> None:
+    """The main job of ``args`` in ``output``: the stages (those not done yet), the results and the report."""
+    from quant_mimic.atomic import write_text
+
+    job = resolve_job(args, output)
+    data = resolve_data(args, output)
+    if data is not None and not args.report_only and not args.dry_run:
+        check_data(data)
+    if not args.report_only and not args.dry_run:
+        check_job(job, output)
     setting = job.setting
     stages = chain(output, args.seeds, data, setting, job.teacher_weights)
     smoke = list(setting.smoke_opts) if job.smoke else []
@@ -575,9 +639,9 @@ def main(argv: list[str] | None = None) -> None:
     start = time.time()
     if not args.report_only:
         output.mkdir(parents=True, exist_ok=True)
-        (output / JOB_RECORD).write_text(json.dumps(job.record(), indent=2) + "\n")
+        write_text(output / JOB_RECORD, json.dumps(job.record(), indent=2) + "\n", RERUN_ADVICE)
         if data is not None:
-            (output / DATA_RECORD).write_text(json.dumps(data.record(), indent=2) + "\n")
+            write_text(output / DATA_RECORD, json.dumps(data.record(), indent=2) + "\n", RERUN_ADVICE)
         results = {}
         for i, stage in enumerate(stages, 1):
             results[stage.name] = run_stage(stage, output, extra, i, len(stages), data, job)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,15 +23,25 @@ from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
 from detectron2.modeling.proposal_generator import RPN
 from torch import nn
 
+from ..atomic import WriteFailure, atomic_write, find_write_error, fsync_folder, write_failure, write_text
 from ..checkpoint import StudentCheckpointer
 from ..config import deployed_config
 from ..errors import QuantMimicInputError
 from ..modeling.rfcn import RFCNROIHeads
 from .fold import fold_batch_norm
-from .runtime import DEPLOY_FILE, FORMAT_VERSION, NETWORK_FILES, ONNX_FILES
+from .runtime import (
+    DEPLOY_FILE,
+    FORMAT_VERSION,
+    MANIFEST_FILE,
+    MANIFEST_VERSION,
+    NETWORK_FILES,
+    ONNX_FILES,
+    file_sha256,
+)
 from .stem import split_narrow_stems
 
 CONFIG_FILE = "config.yaml"
+DEPLOY_AGAIN = "free some space (or make the folder writable) and deploy again"
 
 
 class BackboneNetwork(nn.Module):
@@ -228,6 +240,8 @@ def export_onnx(
             network, inputs, str(path), input_names=names, dynamic_axes=axes, opset_version=17, dynamo=False
         )
     except Exception as e:  # an operator the exporter lacks: TorchScript only
+        if find_write_error(e) is not None:
+            raise  # a full disk is not a missing operator
         logging.getLogger(__name__).warning(f"No ONNX form for {path.name} ({e.__class__.__name__}: {e}).")
         path.unlink(missing_ok=True)
         return False
@@ -239,8 +253,49 @@ def _example_size(cfg: CfgNode, divisor: int) -> int:
     return math.ceil(size / max(divisor, 1)) * max(divisor, 1)
 
 
+def write_manifest(folder: Path) -> None:
+    """``manifest.json`` of ``folder``: every other file's size and sha256, the manifest and deploy format
+    versions and the QuantMimic version that wrote them (the runtime checks it before loading)."""
+    from .. import __version__
+
+    files = {
+        p.name: {"size": p.stat().st_size, "sha256": file_sha256(p)}
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.name != MANIFEST_FILE
+    }
+    manifest = {
+        "manifest_version": MANIFEST_VERSION,
+        "format_version": FORMAT_VERSION,
+        "written_by": f"QuantMimic {__version__}",
+        "files": files,
+    }
+    write_text(folder / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n", DEPLOY_AGAIN)
+
+
+def is_deployed_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds a deployed model (its deploy.json or its manifest)."""
+    return (folder / DEPLOY_FILE).exists() or (folder / MANIFEST_FILE).exists()
+
+
+def move_into_place(staging: Path, output_dir: Path) -> None:
+    """Rename the complete folder ``staging`` to ``output_dir``, replacing an empty folder or a deployed
+    one there (the old one is renamed aside first, then removed)."""
+    if output_dir.is_dir() and any(output_dir.iterdir()):
+        old = output_dir.parent / f".{output_dir.name}.old-{os.getpid()}"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(output_dir, old)
+        os.replace(staging, output_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, output_dir)
+    fsync_folder(str(output_dir.parent))
+
+
 def export_deployed(cfg: CfgNode, model: GeneralizedRCNN, output_dir: str | Path) -> Path:
-    """Write the deployed form of ``model`` (eval mode, trained weights loaded) to ``output_dir``.
+    """Write the deployed form of ``model`` (eval mode, trained weights loaded) to ``output_dir``, all or
+    nothing: the files go into a temporary folder beside it, with ``manifest.json`` (their sizes and
+    sha256) last, and that folder is renamed to ``output_dir`` when complete. An empty ``output_dir`` or a
+    deployed folder there is replaced; a folder holding anything else is refused.
 
     Args:
         cfg: the model's config (the deployed model's, see ``quant_mimic.config.deployed_config``):
@@ -252,13 +307,42 @@ def export_deployed(cfg: CfgNode, model: GeneralizedRCNN, output_dir: str | Path
 
     Returns:
         The folder.
+
+    Raises:
+        QuantMimicInputError: ``output_dir`` holds other files, or the disk is full or not writable
+            (nothing is left under ``output_dir`` then, and a deployed folder there is kept).
     """
     check_deployable(model, cfg)
+    output_dir = Path(output_dir).absolute()
+    if output_dir.exists() and not (
+        output_dir.is_dir() and (is_deployed_folder(output_dir) or not any(output_dir.iterdir()))
+    ):
+        raise QuantMimicInputError(
+            f"{output_dir} exists and is not a deployed folder: pass a new or empty folder (nothing was written)."
+        )
+    staging = output_dir.parent / f".{output_dir.name}.tmp-{os.getpid()}"
+    try:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        _write_deployed(cfg, model, staging)
+        write_manifest(staging)
+        move_into_place(staging, output_dir)
+    except BaseException as e:
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(e, WriteFailure):  # name the file as the user knows it, not the temporary folder
+            raise write_failure(output_dir / Path(e.path).name, e.error, DEPLOY_AGAIN) from None
+        failed = find_write_error(e)
+        if failed is not None:
+            raise write_failure(output_dir, failed, DEPLOY_AGAIN) from None
+        raise
+    return output_dir
+
+
+def _write_deployed(cfg: CfgNode, model: GeneralizedRCNN, output_dir: Path) -> None:
+    """The files of the deployed folder (all but the manifest) into the existing folder ``output_dir``."""
     folded, _ = fold_batch_norm(model.eval())
     folded = folded.cpu()
     spec = deploy_spec(folded, cfg)
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     size = _example_size(cfg, spec["input"]["size_divisibility"])
     images = torch.zeros(1, len(cfg.MODEL.PIXEL_MEAN), size, size)
     backbone = BackboneNetwork(folded, spec["features"]).eval()
@@ -280,7 +364,8 @@ def export_deployed(cfg: CfgNode, model: GeneralizedRCNN, output_dir: str | Path
         }
         for name, (network, inputs) in examples.items():
             traced = torch.jit.trace(network, inputs)  # frozen on loading, after any dtype change
-            torch.jit.save(traced, str(output_dir / NETWORK_FILES[name]))
+            with atomic_write(output_dir / NETWORK_FILES[name], "wb", DEPLOY_AGAIN) as f:
+                torch.jit.save(traced, f)
         spec["onnx"] = all(
             export_onnx(
                 network,
@@ -293,9 +378,8 @@ def export_deployed(cfg: CfgNode, model: GeneralizedRCNN, output_dir: str | Path
     if not spec["onnx"]:
         for file in ONNX_FILES.values():
             (output_dir / file).unlink(missing_ok=True)
-    (output_dir / DEPLOY_FILE).write_text(json.dumps(spec, indent=2) + "\n")
-    (output_dir / CONFIG_FILE).write_text(cfg.dump())
-    return output_dir
+    write_text(output_dir / DEPLOY_FILE, json.dumps(spec, indent=2) + "\n", DEPLOY_AGAIN)
+    write_text(output_dir / CONFIG_FILE, cfg.dump(), DEPLOY_AGAIN)
 
 
 def build_and_export(cfg: CfgNode, output_dir: str | Path) -> Path:

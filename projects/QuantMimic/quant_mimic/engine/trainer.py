@@ -26,6 +26,7 @@ from .exact_resume import RandomStateHook, fast_forward, kept_random_states
 from .export import StudentExportHook
 from .mapper import ImageErrorNamingMapper
 from .teacher import load_teacher_weights, quick_teacher_ap
+from .trusted_writes import make_saves_atomic, whole_line_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class Trainer(OptimizerStateInCheckpoints, DefaultTrainer):
         with cpu_capable_ddp():
             super().__init__(cfg)
         forward_after_backward(self)
+        make_saves_atomic(self.checkpointer)  # checkpoints, then last_checkpoint, renamed in when whole
         if isinstance(self.bare_model, QuantMimicRCNN):
             self.prepare_teacher(cfg, self.bare_model)
 
@@ -64,6 +66,10 @@ class Trainer(OptimizerStateInCheckpoints, DefaultTrainer):
                     f"MODEL.QUANT_MIMIC.TEACHER_MIN_AP={qm.TEACHER_MIN_AP}: train it longer or pass the "
                     "right checkpoint."
                 )
+
+    def build_writers(self):
+        """detectron2's writers, with metrics.json appended in whole lines."""
+        return whole_line_metrics(super().build_writers(), self.cfg.OUTPUT_DIR)
 
     @classmethod
     def build_train_loader(cls, cfg: CfgNode):
