@@ -34,7 +34,7 @@ SDIST_PROJECT = "pb1-detectron2"
 SDIST_REQUIREMENT = "pb1-detectron2==0.6"
 SDIST_NAME = "pb1-detectron2-0.6.tar.gz"
 SDIST_SHA256 = "5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29"
-BUILD_TAG = "quantmimic-pure-python-1"
+BUILD_TAG = "quantmimic-pure-python-2"
 
 # Replaces ``from detectron2 import _C`` in modules whose compiled ops are optional: the import
 # succeeds and any use of a missing op raises MissingCompiledOpError with one clear sentence.
@@ -209,6 +209,23 @@ def _lr_scheduler_checkpoint(root: Path) -> None:
     )
 
 
+def _optional_caffe2_export(root: Path) -> None:
+    """detectron2.export imports its caffe2 exporters only where caffe2 is installed (as upstream), so
+    TracingAdapter and the TorchScript helpers import on a torch without caffe2."""
+    _replace(
+        root,
+        "detectron2/export/__init__.py",
+        "from .api import *\n",
+        "try:\n"
+        "    from caffe2.proto import caffe2_pb2 as _tmp  # noqa: F401\n"
+        "    from caffe2.python import core  # noqa: F401\n"
+        "except ImportError:  # caffe2 is optional\n"
+        "    pass\n"
+        "else:\n"
+        "    from .api import *\n",
+    )
+
+
 FIXES = [
     ("optional-compiled-ops", _optional_compiled_ops),
     ("coco-eval-fallback", _coco_eval_fallback),
@@ -218,6 +235,7 @@ FIXES = [
     ("launch-gloo-on-cpu", _launch_gloo_on_cpu),
     ("map-dataset-retry", _map_dataset_retry),
     ("lr-scheduler-checkpoint", _lr_scheduler_checkpoint),
+    ("optional-caffe2-export", _optional_caffe2_export),
 ]
 
 
