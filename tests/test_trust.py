@@ -325,3 +325,16 @@ def test_a_second_deploy_to_the_same_folder_is_refused(student, tmp_path, capsys
         line = one_line(capsys, "deploy", exit_code(deploy_main, args))
     assert line.startswith(f"deploy: error: {out} is in use by another run (pid {os.getpid()} on "), line
     assert line.endswith("wait for it to finish, or pass another --output.") and not out.exists()
+
+
+def test_a_second_main_job_on_the_same_output_is_refused(tmp_path, capsys):
+    from quant_mimic_tools.pipeline import JOB_RECORD
+    from quant_mimic_tools.pipeline import main as pipeline_main
+
+    out = tmp_path / "main"
+    with run_lock(out, "--output"):
+        code = exit_code(pipeline_main, ["--smoke", "--output", str(out)])
+    line = one_line(capsys, "pipeline", code)
+    assert line.startswith(f"pipeline: error: {out} is in use by another run (pid {os.getpid()} on "), line
+    assert line.endswith("wait for it to finish, or pass another --output.")
+    assert not (out / JOB_RECORD).exists()
