@@ -93,6 +93,10 @@ def add_quantmimic_config(cfg: CN) -> CN:
     cfg.MODEL.QUANTIZER.TYPE = DEFAULT_QUANTIZER_TYPE
     # Quantization stride s. The paper uses 1 for every experiment.
     cfg.MODEL.QUANTIZER.STRIDE = DEFAULT_QUANTIZER_STRIDE
+    # Where Q sits: "outputs" = every output of the backbone (an FPN's p2..p6, linear; a single-level
+    # backbone's res4, post-ReLU); "bottom_up" = the outputs of an FPN's bottom-up stages (res2..res5,
+    # post-ReLU), which its lateral convs read. Paper: the last activation of the feature extractor.
+    cfg.MODEL.QUANTIZER.PLACEMENT = "outputs"
     # Fit s to the full-precision teacher instead (not in the paper, whose s = 1 suits ImageNet-trained
     # features): 0 = STRIDE as given; K > 0 = s is set so that the STRIDE_PERCENTILE-th percentile of the
     # positive activations Q sits on spans K codes (s = percentile / K), computed once by train_net.py
@@ -128,6 +132,11 @@ def add_quantmimic_config(cfg: CN) -> CN:
     cfg.MODEL.QUANT_MIMIC.QUANTIZER_TYPE = ""
     # Its stride; 0 = the quantized teacher's MODEL.QUANTIZER.STRIDE (1 for a full-precision teacher).
     cfg.MODEL.QUANT_MIMIC.QUANTIZER_STRIDE = 0.0
+    # Feature maps the mimic RoIs are pooled from; [] = ROI_HEADS.IN_FEATURES (an FPN's p2..p5). An
+    # FPN's bottom-up stages (["res2", "res3", "res4", "res5"], post-ReLU, where a "bottom_up" teacher
+    # quantizes) are pooled at the box head's level assignment, one adaptation conv per level. Paper:
+    # the last feature-extractor layer.
+    cfg.MODEL.QUANT_MIMIC.IN_FEATURES = []
     # Apply a ReLU to the RoI features of both networks before quantizing and comparing them: the
     # paper quantizes the output of a ReLU, while FPN outputs are not rectified.
     cfg.MODEL.QUANT_MIMIC.FEATURE_RELU = True

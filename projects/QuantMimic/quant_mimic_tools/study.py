@@ -88,6 +88,10 @@ ARMS = (
     Arm("qm_as_written", "qm_R_tiny_FPN.yaml", "QM, the paper's loss scale 1/(2N), gradient norm clipped at 10",
         "quant", opts=("MODEL.QUANT_MIMIC.NORMALIZE", "as_written", "SOLVER.CLIP_GRADIENTS.ENABLED", "True",
                        "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "norm", "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", "10.0")),
+    Arm("mimic_bottom_up", "shapes/mimic_bottom_up_R18_16_FPN.yaml",
+        "mimic of the post-ReLU bottom-up stages res2..res5", "fp"),
+    Arm("qm_bottom_up", "shapes/qm_bottom_up_R18_16_FPN.yaml",
+        "QM on the post-ReLU bottom-up stages res2..res5 (teacher quantized there)", "quant_bottom_up"),
 )  # fmt: skip
 PAIRS = (("qm", "mimic"), ("mimic", "scratch"), ("qm", "scratch"))
 
@@ -140,10 +144,21 @@ ARCHITECTURES = {
             "quant": TeacherRun(
                 SHAPES.teacher_quant.name, SHAPES.teacher_quant.config, SHAPES.teacher_quant.description
             ),
+            "quant_bottom_up": TeacherRun(
+                "teacher_R18_2_FPN_quant_bottom_up",
+                "shapes/teacher_R18_2_FPN_quant_bottom_up.yaml",
+                "quantized teacher, Q on the bottom-up stages",
+            ),
         },
         teacher_config_from_run=False,
         seed_major=False,
         default_output="output/study",
+        pairs=(
+            *PAIRS,
+            ("qm_bottom_up", "mimic_bottom_up"),
+            ("qm_bottom_up", "qm"),
+            ("qm_bottom_up", "mimic_no_relu"),
+        ),
     ),
     "single": Architecture(
         "single",

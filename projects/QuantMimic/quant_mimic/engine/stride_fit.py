@@ -24,6 +24,7 @@ from detectron2.modeling import build_model
 
 from ..config import fits_stride, recorded_stride
 from ..errors import QuantMimicInputError
+from ..modeling.quantizer import quantized_part
 
 logger = logging.getLogger(__name__)
 
@@ -32,14 +33,20 @@ __all__ = ["fit_stride", "positive_percentile", "resolve_stride"]
 
 @torch.no_grad()
 def positive_percentile(
-    model: torch.nn.Module, inputs: list[dict], percentile: float, batch: int = 8
+    model: torch.nn.Module,
+    inputs: list[dict],
+    percentile: float,
+    batch: int = 8,
+    part: torch.nn.Module | None = None,
 ) -> float:
-    """The ``percentile`` (0-100) of the positive values of every output map of ``model.backbone``
-    (the maps a quantized ReLU on the backbone's outputs sits on), over ``inputs`` (detectron2 dicts)."""
+    """The ``percentile`` (0-100) of the positive values of every output map of ``part`` (default
+    ``model.backbone``: the maps the quantized ReLU sits on, see ``quantized_part``), over ``inputs``
+    (detectron2 dicts, batched and normalized as ``model`` does)."""
+    part = model.backbone if part is None else part
     positives = []
     for start in range(0, len(inputs), batch):
         images = model.preprocess_image(inputs[start : start + batch])
-        for fmap in model.backbone(images.tensor).values():
+        for fmap in part(images.tensor).values():
             positives.append(fmap[fmap > 0].flatten().double().cpu().numpy())
     values = np.concatenate(positives) if positives else np.empty(0)
     if values.size == 0:
@@ -52,7 +59,8 @@ def positive_percentile(
 
 def fit_stride(cfg: CfgNode) -> float:
     """s = percentile / STRIDE_CODES for the full-precision weights ``cfg.MODEL.WEIGHTS`` (the model
-    built from ``cfg`` without its quantizer), over the first STRIDE_FIT_IMAGES of DATASETS.TRAIN[0]."""
+    built from ``cfg`` without its quantizer; the maps of MODEL.QUANTIZER.PLACEMENT), over the first
+    STRIDE_FIT_IMAGES of DATASETS.TRAIN[0]."""
     q = cfg.MODEL.QUANTIZER
     weights = cfg.MODEL.WEIGHTS
     if not weights or not os.path.isfile(weights):
@@ -67,7 +75,8 @@ def fit_stride(cfg: CfgNode) -> float:
     DetectionCheckpointer(model).load(weights)
     mapper = DatasetMapper(fp_cfg, is_train=False)
     inputs = [mapper(dict(d)) for d in DatasetCatalog.get(cfg.DATASETS.TRAIN[0])[: q.STRIDE_FIT_IMAGES]]
-    return positive_percentile(model, inputs, q.STRIDE_PERCENTILE) / q.STRIDE_CODES
+    part = quantized_part(fp_cfg, model.backbone)
+    return positive_percentile(model, inputs, q.STRIDE_PERCENTILE, part=part) / q.STRIDE_CODES
 
 
 def resolve_stride(cfg: CfgNode, *, resume: bool, fit: bool) -> str | None:

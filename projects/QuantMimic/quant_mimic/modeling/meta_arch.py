@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from detectron2.config import CfgNode, configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
-from detectron2.modeling.poolers import ROIPooler
+from detectron2.modeling.poolers import ROIPooler, assign_boxes_to_levels, convert_boxes_to_pooler_format
 from detectron2.structures import Boxes
 from detectron2.utils.events import get_event_storage
 from torch import nn
@@ -22,6 +22,8 @@ from ..config import load_teacher_config, student_config
 from ..errors import QuantMimicInputError
 from .mimic_loss import MimicFeatures, MimicLoss
 
+# Where mimicked maps come from: the backbone's outputs, or an FPN's bottom-up stages.
+BACKBONE, BOTTOM_UP = "backbone", "bottom_up"
 # ROI_HEADS.NAME of the R-FCN head, whose RoI size is MODEL.RFCN.POOL_SIZE.
 RFCN_HEAD_NAME = "RFCNROIHeads"
 
@@ -41,6 +43,23 @@ def mimic_pooler(cfg: CfgNode, strides: list[int]) -> ROIPooler:
         sampling_ratio=box_head.POOLER_SAMPLING_RATIO,
         pooler_type=pooler_type,
     )
+
+
+def feature_part(model: GeneralizedRCNN, part: str) -> nn.Module:
+    """``model.backbone`` (``part`` "backbone") or its FPN's bottom-up network ("bottom_up")."""
+    return model.backbone if part == BACKBONE else model.backbone.bottom_up
+
+
+def maps_part(model: GeneralizedRCNN, features: list[str]) -> tuple[str, dict]:
+    """Which part of ``model`` outputs the maps ``features`` (the backbone, else an FPN's bottom-up
+    network) and that part's output shapes; ("", {}) where neither has them all."""
+    shapes = model.backbone.output_shape()
+    if all(f in shapes for f in features):
+        return BACKBONE, shapes
+    bottom_up = getattr(model.backbone, "bottom_up", None)
+    if bottom_up is not None and all(f in bottom_up.output_shape() for f in features):
+        return BOTTOM_UP, bottom_up.output_shape()
+    return "", {}
 
 
 def pooling_settings(layer: nn.Module) -> tuple:
@@ -73,13 +92,14 @@ class FrozenTeacher(nn.Module):
 
     @torch.no_grad()
     def features(
-        self, batched_inputs: list[dict], images: torch.Tensor | None = None
+        self, batched_inputs: list[dict], images: torch.Tensor | None = None, part: str = BACKBONE
     ) -> dict[str, torch.Tensor]:
-        """Backbone (+FPN) features only: the teacher's RPN and heads never run. ``images``: the batch
-        already normalized and padded as this teacher would (see :meth:`same_inputs_as`)."""
+        """Backbone (+FPN) features only: the teacher's RPN and heads never run (``part`` "bottom_up":
+        an FPN's bottom-up stage outputs only; its top-down path does not run either). ``images``: the
+        batch already normalized and padded as this teacher would (see :meth:`same_inputs_as`)."""
         if images is None:
             images = self.model.preprocess_image(batched_inputs).tensor
-        return self.model.backbone(images)
+        return feature_part(self.model, part)(images)
 
     def same_inputs_as(self, model: GeneralizedRCNN) -> bool:
         """Whether ``model`` turns a batch into the very tensor this teacher's backbone reads: the same
@@ -107,6 +127,7 @@ class QuantMimicRCNN(nn.Module):
         teacher: GeneralizedRCNN,
         teacher_cfg: CfgNode | None = None,
         in_features: list[str],
+        part: str = BACKBONE,
         pooler: ROIPooler,
         adapter: nn.Module,
         mimic_loss: MimicLoss,
@@ -115,10 +136,13 @@ class QuantMimicRCNN(nn.Module):
         """
         Args:
             student / teacher: detectron2 GeneralizedRCNNs; the teacher is frozen here.
-            in_features: feature maps the RoIs are pooled from (the student's ROI_HEADS.IN_FEATURES);
-                both networks must produce them at the same strides.
+            in_features: feature maps the RoIs are pooled from (MODEL.QUANT_MIMIC.IN_FEATURES, default
+                the student's ROI_HEADS.IN_FEATURES); both networks must produce them at the same strides.
+            part: where both networks output them: "backbone", or "bottom_up" (an FPN's bottom-up stages).
             pooler: ROIAlign over ``in_features``: Tensor[N, C, R, R] per network.
-            adapter: r(), Tensor[N, C_student, R, R] -> Tensor[N, C_teacher, R, R].
+            adapter: r(), Tensor[N, C_student, R, R] -> Tensor[N, C_teacher, R, R]; or, where the maps
+                have a channel count per level, an ``nn.ModuleList`` with one such conv per level (each
+                RoI then pooled from its level alone, the pooler's level assignment).
             mimic_loss: lambda * L_m and the matching ratio of the pooled RoI features (no parameters).
             num_rois_per_image: sampled proposals per image used for mimicking.
         """
@@ -126,6 +150,7 @@ class QuantMimicRCNN(nn.Module):
         self.student = student
         self.teacher = FrozenTeacher(teacher, teacher_cfg)
         self.in_features = in_features
+        self.part = part
         self.pooler = pooler
         self.adapter = adapter
         self.mimic_loss = mimic_loss
@@ -138,25 +163,30 @@ class QuantMimicRCNN(nn.Module):
         student = GeneralizedRCNN(student_config(cfg))
         teacher_cfg = load_teacher_config(cfg)
         teacher = GeneralizedRCNN(teacher_cfg)
-        in_features = list(cfg.MODEL.ROI_HEADS.IN_FEATURES)
-        s_shape, t_shape = student.backbone.output_shape(), teacher.backbone.output_shape()
+        in_features = list(cfg.MODEL.QUANT_MIMIC.IN_FEATURES or cfg.MODEL.ROI_HEADS.IN_FEATURES)
+        part, s_shape = maps_part(student, in_features)
+        if not part:
+            raise QuantMimicInputError(
+                f"MODEL.QUANT_MIMIC.IN_FEATURES {in_features} are not maps of the student's backbone or of "
+                "its FPN's bottom-up network: name its outputs (e.g. p2..p5) or its stages (res2..res5)."
+            )
+        t_shape = maps_part(teacher, in_features)[1] if maps_part(teacher, in_features)[0] == part else {}
         for f in in_features:
             if f not in t_shape or t_shape[f].stride != s_shape[f].stride:
                 raise QuantMimicInputError(
                     f"The teacher ({cfg.MODEL.QUANT_MIMIC.TEACHER_CONFIG}) has no feature map {f} at the "
                     f"student's stride {s_shape[f].stride}: use a teacher with the same FPN levels."
                 )
-        s_channels = {s_shape[f].channels for f in in_features}
-        t_channels = {t_shape[f].channels for f in in_features}
-        if len(s_channels) != 1 or len(t_channels) != 1:
-            raise QuantMimicInputError(
-                f"Mimicked feature maps {in_features} must have one channel count each."
-            )
         pooler = mimic_pooler(cfg, [s_shape[f].stride for f in in_features])
         kernel = cfg.MODEL.QUANT_MIMIC.ADAPT_KERNEL_SIZE
         if kernel not in (1, 3):
             raise QuantMimicInputError(f"MODEL.QUANT_MIMIC.ADAPT_KERNEL_SIZE is {kernel}: use 1 or 3.")
-        adapter = nn.Conv2d(s_channels.pop(), t_channels.pop(), kernel, padding=kernel // 2)
+        convs = [
+            nn.Conv2d(s_shape[f].channels, t_shape[f].channels, kernel, padding=kernel // 2)
+            for f in in_features
+        ]
+        same = len({(c.in_channels, c.out_channels) for c in convs}) == 1
+        adapter = convs[0] if same else nn.ModuleList(convs)
         num_rois = cfg.MODEL.QUANT_MIMIC.NUM_ROIS_PER_IMAGE
         if not 0 < num_rois <= cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE:
             raise QuantMimicInputError(
@@ -168,6 +198,7 @@ class QuantMimicRCNN(nn.Module):
             "teacher": teacher,
             "teacher_cfg": teacher_cfg,
             "in_features": in_features,
+            "part": part,
             "pooler": pooler,
             "adapter": adapter,
             "mimic_loss": MimicLoss(cfg, teacher_cfg),
@@ -196,8 +227,9 @@ class QuantMimicRCNN(nn.Module):
         for the first NUM_ROIS_PER_IMAGE proposals the student's ROI heads sampled per image."""
         seen: dict = {}
         hooks = [
-            self.student.backbone.register_forward_hook(
-                lambda m, i, out: seen.update(images=i[0], features=out)
+            self.student.backbone.register_forward_hook(lambda m, i, out: seen.update(images=i[0])),
+            feature_part(self.student, self.part).register_forward_hook(
+                lambda m, i, out: seen.__setitem__("features", out)
             ),
             # ROI heads return (sampled proposals, losses) in training
             self.student.roi_heads.register_forward_hook(
@@ -261,11 +293,38 @@ class QuantMimicRCNN(nn.Module):
         ``student_rois``: the student's RoI features of ``boxes`` where already pooled (see
         :meth:`reusable_box_pooler`). ``images``: the student's normalized, padded batch, where the
         teacher reads the same (``teacher_shares_images``)."""
-        teacher_features = self.teacher.features(batched_inputs, images)
-        teacher_rois = self.pooler([teacher_features[f] for f in self.in_features], boxes)
+        teacher_features = self.teacher.features(batched_inputs, images, self.part)
+        teacher_maps = [teacher_features[f] for f in self.in_features]
+        student_maps = [student_features[f] for f in self.in_features]
+        if isinstance(self.adapter, nn.ModuleList):  # a channel count per level: pooled level by level
+            teacher_rois, student_rois = (
+                self.pool_per_level(teacher_maps, boxes),
+                self.pool_per_level(student_maps, boxes),
+            )
+            adapted = tuple(r(x) for r, x in zip(self.adapter, student_rois))
+            return MimicFeatures(teacher=tuple(teacher_rois), student=adapted)
+        teacher_rois = self.pooler(teacher_maps, boxes)
         if student_rois is None:
-            student_rois = self.pooler([student_features[f] for f in self.in_features], boxes)
+            student_rois = self.pooler(student_maps, boxes)
         return MimicFeatures(teacher=teacher_rois, student=self.adapter(student_rois))
+
+    def pool_per_level(self, maps: list[torch.Tensor], boxes: list[Boxes]) -> list[torch.Tensor]:
+        """The mimic pooler's ROIAlign, level by level: Tensor[N_l, C_l, R, R] for the boxes the pooler
+        assigns to level l (by box size, as the box head's pooler does), in their order within ``boxes``."""
+        pooler = self.pooler
+        levels = assign_boxes_to_levels(
+            boxes, pooler.min_level, pooler.max_level, pooler.canonical_box_size, pooler.canonical_level
+        )
+        rois = convert_boxes_to_pooler_format(boxes)
+        return [
+            layer(x, rois[levels == level])
+            for level, (x, layer) in enumerate(zip(maps, pooler.level_poolers))
+        ]
+
+    def student_maps(self, images: torch.Tensor, backbone_features: dict) -> dict[str, torch.Tensor]:
+        """The student's maps the mimic RoIs are pooled from, for a batch ``images`` (normalized,
+        padded) whose backbone outputs are ``backbone_features``."""
+        return backbone_features if self.part == BACKBONE else feature_part(self.student, self.part)(images)
 
     def student_state_dict(self) -> dict[str, torch.Tensor]:
         """The student's weights alone, loadable into a plain GeneralizedRCNN."""

@@ -22,10 +22,18 @@ class MimicFeatures:
     """The RoI features the mimic loss compares, pooled from the same boxes.
 
     teacher: Tensor[N, C, R, R], no gradient. student: Tensor[N, C, R, R], already adapted by r().
+    Where the mimicked maps have a channel count per level: tuples with one such tensor per level
+    (Tensor[N_l, C_l, R, R], the RoIs the pooler assigned to level l).
     """
 
-    teacher: torch.Tensor
-    student: torch.Tensor
+    teacher: torch.Tensor | tuple[torch.Tensor, ...]
+    student: torch.Tensor | tuple[torch.Tensor, ...]
+
+    def levels(self) -> list[MimicFeatures]:
+        """One ``MimicFeatures`` of tensors per level (itself where it holds tensors)."""
+        if isinstance(self.teacher, torch.Tensor):
+            return [self]
+        return [MimicFeatures(t, s) for t, s in zip(self.teacher, self.student)]
 
 
 class MimicLoss(nn.Module):
@@ -86,16 +94,28 @@ class MimicLoss(nn.Module):
     def loss_and_matching_ratio(
         self, features: MimicFeatures
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """``({"loss_mimic": scalar}, Tensor[N] matching ratio per RoI)``, from one pass over the features."""
+        """``({"loss_mimic": scalar}, Tensor[N] matching ratio per RoI)``, from one pass over the features:
+        lambda / (2N) times the sum of squared differences, per element (over C x R x R) or as written.
+        Per-level features: each level's sum over its own C_l x R x R; the ratios level by level."""
+        parts = [self._sum_and_ratio(level) for level in features.levels()]
+        num = sum(len(ratio) for _, ratio in parts)
+        total = parts[0][0] if len(parts) == 1 else torch.stack([t for t, _ in parts]).sum()
+        loss = self.weight * total / (2 * max(num, 1))
+        return {"loss_mimic": loss}, torch.cat([ratio for _, ratio in parts])
+
+    def _sum_and_ratio(self, features: MimicFeatures) -> tuple[torch.Tensor, torch.Tensor]:
+        """One level's sum of squared differences (divided by C x R x R per element) and its Tensor[N_l]
+        matching ratios."""
         teacher, student = self.compared(features)
         num, per_roi = teacher.shape[0], teacher.shape[1:].numel()  # RoIs, elements per RoI
         diff = (teacher - student).reshape(-1).float()  # half precision (AMP) would overflow the sum
-        denom = 2 * max(num, 1) * (per_roi if self.normalize == "per_element" else 1)
-        loss = self.weight * torch.dot(diff, diff) / denom  # the sum of squares in one pass
+        total = torch.dot(diff, diff)  # the sum of squares in one pass
+        if self.normalize == "per_element":
+            total = total / per_roi
         with torch.no_grad():  # sign(min(|diff| - threshold, 0)) is -1 where matched, else 0
             below = diff.abs().sub_(self.match_threshold).clamp_(max=0).sign_()
             ratio = below.view(num, per_roi).sum(dim=1).div_(-per_roi)  # count_nonzero copies to int64
-        return {"loss_mimic": loss}, ratio
+        return total, ratio
 
     def forward(self, features: MimicFeatures) -> dict[str, torch.Tensor]:
         return self.loss_and_matching_ratio(features)[0]

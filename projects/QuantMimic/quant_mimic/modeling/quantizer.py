@@ -101,9 +101,31 @@ def quantize_outputs(module: nn.Module, quantizer: nn.Module) -> nn.Module:
     return module
 
 
+PLACEMENTS = ("outputs", "bottom_up")
+
+
+def quantized_part(cfg, backbone: nn.Module) -> nn.Module:
+    """The module whose outputs MODEL.QUANTIZER.PLACEMENT quantizes: ``backbone`` itself ("outputs":
+    an FPN's outputs, a single-level backbone's map) or an FPN's bottom-up network ("bottom_up": its
+    stage outputs res2..res5, post-ReLU, which the FPN's lateral convs read)."""
+    placement = cfg.MODEL.QUANTIZER.PLACEMENT
+    if placement not in PLACEMENTS:
+        raise ValueError(f"Unknown MODEL.QUANTIZER.PLACEMENT {placement!r}: use one of {PLACEMENTS}.")
+    if placement == "outputs":
+        return backbone
+    if not isinstance(getattr(backbone, "bottom_up", None), nn.Module):
+        raise ValueError(
+            f'MODEL.QUANTIZER.PLACEMENT "bottom_up" needs an FPN backbone, not {type(backbone).__name__}: '
+            'use "outputs".'
+        )
+    return backbone.bottom_up
+
+
 def maybe_quantize_outputs(cfg, backbone: nn.Module) -> nn.Module:
-    """``backbone`` with the quantized ReLU on its outputs if ``cfg.MODEL.QUANTIZER.ENABLED``."""
+    """``backbone`` with the quantized ReLU on the outputs of :func:`quantized_part` if
+    ``cfg.MODEL.QUANTIZER.ENABLED``."""
     qcfg = cfg.MODEL.get("QUANTIZER", None)
     if qcfg is None or not qcfg.ENABLED:
         return backbone
-    return quantize_outputs(backbone, QuantizedReLU(qcfg.STRIDE, qcfg.TYPE))
+    quantize_outputs(quantized_part(cfg, backbone), QuantizedReLU(qcfg.STRIDE, qcfg.TYPE))
+    return backbone

@@ -40,7 +40,8 @@ def matching_ratios(run: Run, dataset: str, num_images: int = 32, rois_per_image
         features = student.backbone(images.tensor)
         proposals, _ = student.proposal_generator(images, features, None)
         boxes = [p.proposal_boxes[:rois_per_image] for p in proposals]
-        ratios.append(model.mimic_loss.matching_ratio(model.mimic_features(inputs, features, boxes)))
+        maps = model.student_maps(images.tensor, features)
+        ratios.append(model.mimic_loss.matching_ratio(model.mimic_features(inputs, maps, boxes)))
     return torch.cat(ratios).numpy()
 
 
