@@ -732,6 +732,11 @@ def main(argv: list[str] | None = None) -> None:
         record = output / "study.json"
         schedule = json.loads(record.read_text()).get("schedule", schedule) if record.is_file() else schedule
     summary["schedule"] = schedule
+    summary["teachers"] = {
+        stage.name: {"AP": final.get(METRIC), "AP50": final.get("bbox/AP50")}
+        for stage in teacher_stages
+        if (final := read_final_metrics(teachers / stage.name)) is not None
+    }
     ap_curves(output, arms, seeds, output / "ap_curves.png")
     by_name = {a.name: a for a in arms}
     difference_figure(
