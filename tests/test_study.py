@@ -339,3 +339,12 @@ def test_test_split_tables_read_each_runs_test_record_and_the_test_evaluation_wr
     assert test["split"] == "test" and scratch_on_test == [31.0, 32.0]
     assert val["arms"]["scratch"]["mean"] == 41.0 and test["pairs"]["qm-scratch"]["differences"] == [2.0, 2.0]
     assert "AP on the test split" in study.markdown(test, {"max_iter": 500, "eval_period": 250})
+
+
+def test_a_second_study_on_a_folder_in_use_is_refused_in_one_sentence(tmp_path):
+    from quant_mimic.engine.run_lock import FolderInUseError, run_lock
+
+    with run_lock(tmp_path, option="--output"):
+        with pytest.raises(FolderInUseError, match="pid"):
+            study.main(["--report-only", "--output", str(tmp_path)])
+    assert not (tmp_path / "study.md").exists()  # nothing written by the refused run

@@ -715,54 +715,65 @@ def main(argv: list[str] | None = None) -> None:
         for stage in stages:
             print(" ".join(stage_command(stage, output, extra)))
         return
-    val = "quantmimic_shapes_mini_val" if args.smoke else "quantmimic_shapes_val"
-    if not args.report_only:
-        check_schedule(output, schedule)
-        if args.jobs > 1:  # once, before the runs side by side would each generate it
-            import quant_mimic.data  # noqa: F401 (registers the built-in data sets)
-            from quant_mimic.data.builtin import ensure_dataset_generated
+    from quant_mimic.engine.run_lock import run_lock
 
-            ensure_dataset_generated(val)
-        total = len(teacher_stages) + len(stages)
-        for i, stage in enumerate(teacher_stages, 1):
-            run_stage(stage, teachers, list(SHAPES.smoke_opts) if args.smoke else [], i, total)
-        run_students(stages, output, extra, len(teacher_stages) + 1, total, args.jobs, until=args.max_iter)
-    summary = summarize(output, arms, seeds, architecture.pairs)
-    if args.report_only:  # the tables of the study as it was run: its record's schedule, not these options
-        record = output / "study.json"
-        schedule = json.loads(record.read_text()).get("schedule", schedule) if record.is_file() else schedule
-    summary["schedule"] = schedule
-    summary["teachers"] = {
-        stage.name: {"AP": final.get(METRIC), "AP50": final.get("bbox/AP50")}
-        for stage in teacher_stages
-        if (final := read_final_metrics(teachers / stage.name)) is not None
-    }
-    ap_curves(output, arms, seeds, output / "ap_curves.png")
-    by_name = {a.name: a for a in arms}
-    difference_figure(
-        output,
-        [
-            (by_name[a], by_name[b])
-            for a, b in architecture.pairs
-            if a in by_name and b in by_name and b != "qm"
-        ],
-        seeds,
-        output / "ap_differences.png",
-    )
-    summary["matching_ratio_mean"] = matching_figure(
-        output, arms, args.seeds[0], val, output / "matching_ratio.png"
-    )
-    (output / "study.md").write_text(markdown(summary, schedule))
-    update_record(output, summary)
-    print(markdown(summary, schedule))
-    if args.test:
-        test = "quantmimic_shapes_mini_test" if args.smoke else "quantmimic_shapes_test"
-        evaluate_on_test(output, arms, seeds, test)
-        on_test = summarize(output, arms, seeds, architecture.pairs, split="test")
-        (output / "study_test.md").write_text(markdown(on_test, schedule))
-        update_record(output, {"test": on_test})
-        print(markdown(on_test, schedule))
-    print(f"study: tables in {output / 'study.md'}, curves in {output / 'ap_curves.png'}", file=sys.stderr)
+    with run_lock(output, option="--output"):  # one study per folder; its runs lock their own folders
+        val = "quantmimic_shapes_mini_val" if args.smoke else "quantmimic_shapes_val"
+        if not args.report_only:
+            check_schedule(output, schedule)
+            if args.jobs > 1:  # once, before the runs side by side would each generate it
+                import quant_mimic.data  # noqa: F401 (registers the built-in data sets)
+                from quant_mimic.data.builtin import ensure_dataset_generated
+
+                ensure_dataset_generated(val)
+            total = len(teacher_stages) + len(stages)
+            for i, stage in enumerate(teacher_stages, 1):
+                run_stage(stage, teachers, list(SHAPES.smoke_opts) if args.smoke else [], i, total)
+            run_students(
+                stages, output, extra, len(teacher_stages) + 1, total, args.jobs, until=args.max_iter
+            )
+        summary = summarize(output, arms, seeds, architecture.pairs)
+        if (
+            args.report_only
+        ):  # the tables of the study as it was run: its record's schedule, not these options
+            record = output / "study.json"
+            schedule = (
+                json.loads(record.read_text()).get("schedule", schedule) if record.is_file() else schedule
+            )
+        summary["schedule"] = schedule
+        summary["teachers"] = {
+            stage.name: {"AP": final.get(METRIC), "AP50": final.get("bbox/AP50")}
+            for stage in teacher_stages
+            if (final := read_final_metrics(teachers / stage.name)) is not None
+        }
+        ap_curves(output, arms, seeds, output / "ap_curves.png")
+        by_name = {a.name: a for a in arms}
+        difference_figure(
+            output,
+            [
+                (by_name[a], by_name[b])
+                for a, b in architecture.pairs
+                if a in by_name and b in by_name and b != "qm"
+            ],
+            seeds,
+            output / "ap_differences.png",
+        )
+        summary["matching_ratio_mean"] = matching_figure(
+            output, arms, args.seeds[0], val, output / "matching_ratio.png"
+        )
+        (output / "study.md").write_text(markdown(summary, schedule))
+        update_record(output, summary)
+        print(markdown(summary, schedule))
+        if args.test:
+            test = "quantmimic_shapes_mini_test" if args.smoke else "quantmimic_shapes_test"
+            evaluate_on_test(output, arms, seeds, test)
+            on_test = summarize(output, arms, seeds, architecture.pairs, split="test")
+            (output / "study_test.md").write_text(markdown(on_test, schedule))
+            update_record(output, {"test": on_test})
+            print(markdown(on_test, schedule))
+        print(
+            f"study: tables in {output / 'study.md'}, curves in {output / 'ap_curves.png'}", file=sys.stderr
+        )
 
 
 if __name__ == "__main__":
