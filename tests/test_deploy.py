@@ -41,7 +41,7 @@ from quant_mimic.deploy.stem import PhaseSplitStem, split_narrow_stems
 from quant_mimic_tools.deploy import main as deploy_main
 
 CPU = ["MODEL.DEVICE", "cpu"]
-RUNTIME = PROJECT / "quant_mimic" / "deploy" / "runtime.py"
+RUNTIME = PROJECT / "quant_mimic" / "deploy" / "runtime"
 
 
 def randomize_batch_norm(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -313,14 +313,17 @@ def test_the_deployed_folder_holds_the_test_time_settings(student):
 
 
 def test_a_deployed_model_loads_in_a_fresh_process_without_the_project(student):
-    """runtime.py is loaded on its own: no quant_mimic package, no detectron2 modeling or config."""
+    """The runtime package is loaded on its own, from its folder: no quant_mimic package, no detectron2
+    modeling or config."""
     _, model, folder = student
     image = images([(192, 192)])[0]
     np.save(folder.parent / "image.npy", image)
     code = f"""
 import importlib.util, json, sys, numpy as np
-spec = importlib.util.spec_from_file_location("qm_runtime", {str(RUNTIME)!r})
-runtime = importlib.util.module_from_spec(spec); spec.loader.exec_module(runtime)
+spec = importlib.util.spec_from_file_location(
+    "qm_runtime", {str(RUNTIME / "__init__.py")!r}, submodule_search_locations=[{str(RUNTIME)!r}]
+)
+runtime = importlib.util.module_from_spec(spec); sys.modules["qm_runtime"] = runtime; spec.loader.exec_module(runtime)
 out = runtime.DeployedPredictor({str(folder)!r})(np.load({str(folder.parent / "image.npy")!r}))["instances"]
 loaded = sorted(m for m in sys.modules if m.startswith(("quant_mimic", "detectron2.modeling", "detectron2.config")))
 print(json.dumps({{"count": len(out), "first": out.pred_boxes.tensor[0].tolist(), "loaded": loaded}}))
@@ -351,7 +354,7 @@ def test_the_deploy_command_writes_a_folder_and_never_replaces_one(student, tmp_
     weights = tmp_path / "student.pth"
     DetectionCheckpointer(model, save_dir=str(tmp_path)).save("student")
     out = tmp_path / "deployed"
-    args = ["--config-file", str(STUDENT_CONFIG), "--weights", str(weights), "--output", str(out)]
+    args = ["--config-file", str(STUDENT_CONFIG), "--weights", str(weights), "--output-dir", str(out)]
     assert run_deploy([*args, "MODEL.RPN.POST_NMS_TOPK_TEST", "77"], capsys) == (0, [])
     assert json.loads((out / DEPLOY_FILE).read_text())["rpn"]["post_nms_topk"] == 77
     before = (out / "backbone.ts").read_bytes()
@@ -362,7 +365,7 @@ def test_the_deploy_command_writes_a_folder_and_never_replaces_one(student, tmp_
     )
     assert (out / "backbone.ts").read_bytes() == before
     missing = ["--config-file", str(STUDENT_CONFIG), "--weights", str(tmp_path / "nope.pth")]
-    code, err = run_deploy([*missing, "--output", str(tmp_path / "x")], capsys)
+    code, err = run_deploy([*missing, "--output-dir", str(tmp_path / "x")], capsys)
     assert code == 2 and len(err) == 1 and "nope.pth" in err[0]
     assert not (tmp_path / "x").exists()
 
