@@ -2,14 +2,15 @@
 config at the data set's typical image size, and the chain's total from them.
 
     python -m quant_mimic_tools.stage_times --setting voc|voc_single|wider_face [--device cuda] \\
-        [--warmup 10] [--iters 30] [--seeds 1]
+        [--warmup 10] [--iters 30] [--seeds 0 1 2] [--json F]
 
 A training step is the one ``train_net.py`` takes (detectron2's losses, the mimic loss for mimic / QM, the
 config's optimizer) on ``SOLVER.IMS_PER_BATCH`` random images of ``Setting.typical_image`` resized as
 the config's INPUT says, with that many random boxes each; data loading is not timed (the configs load
 with several workers). A test image is the deployed model's eager forward at the config's test size. The
 total is sum over stages of ``SOLVER.MAX_ITER`` steps plus the evaluations (every ``TEST.EVAL_PERIOD``
-and at the end, ``Setting.val_images`` images each), for one seed; the report's CPU cost table is not
+and at the end, ``Setting.val_images`` images each), students once per seed of ``--seeds`` (the main job's
+``--seeds``: only their number counts); the report's CPU cost table is not
 included. Random weights: proposal and detection counts of trained models differ, so this is an estimate.
 """
 
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from .cli import make_parser
 from .settings import SETTINGS, SHAPES, Setting
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -111,17 +113,36 @@ def time_stage(setting: Setting, config: str, device: str, warmup: int, iters: i
     }
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="stage_times", description=__doc__.splitlines()[0])
-    parser.add_argument("--setting", required=True, choices=sorted(set(SETTINGS) - {SHAPES.name}))
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+def get_parser() -> argparse.ArgumentParser:
+    parser = make_parser("stage_times", __doc__)
+    parser.add_argument(
+        "--setting",
+        required=True,
+        choices=sorted(set(SETTINGS) - {SHAPES.name}),
+        help="the main job's chain whose stages are timed",
+    )
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="where the steps run (default: cuda when available, else cpu)",
+    )
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     parser.add_argument("--iters", type=int, default=20, help="timed steps")
     parser.add_argument(
-        "--seeds", type=int, default=1, help="students per kind (the main job's --seeds count)"
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0],
+        metavar="SEED",
+        help="the main job's student seeds: one student per kind and seed",
     )
-    parser.add_argument("--json", type=Path, help="also write the numbers here")
-    args = parser.parse_args(argv)
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the numbers to FILE")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = get_parser().parse_args(argv)
+    args.seeds = len(args.seeds)  # what the estimate needs: students per kind
     import quant_mimic  # noqa: F401  (registers the project's models)
 
     setting = SETTINGS[args.setting]
