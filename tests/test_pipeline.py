@@ -30,7 +30,7 @@ DETECTING_SCHEDULE = ["SOLVER.MAX_ITER", "40", "SOLVER.BASE_LR", "0.01", "SOLVER
 
 def run_pipeline(output, datasets_root) -> subprocess.CompletedProcess:
     env = dict(os.environ, DETECTRON2_DATASETS=str(datasets_root), PYTHONWARNINGS="ignore")
-    cmd = [sys.executable, "-m", "quant_mimic_tools.pipeline", "--smoke", "--output", str(output),
+    cmd = [sys.executable, "-m", "quant_mimic_tools.pipeline", "--smoke", "--output-dir", str(output),
            *DETECTING_SCHEDULE]  # fmt: skip
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
 

@@ -165,7 +165,7 @@ def test_the_job_record_keeps_setting_data_and_smoke_apart(tmp_path):
     for argv, words in [
         (["--setting", "voc"], "setting 'wider_face'"),
         (["--data-root", str(tmp_path)], "data_root"),
-        (["--teacher-weights", "x.pkl"], "teacher_weights"),
+        (["--init-weights", "x.pkl"], "teacher_weights"),
     ]:
         with pytest.raises(QuantMimicInputError, match=words):
             resolve_job(parse(*argv), out)
@@ -351,7 +351,7 @@ def test_main_job_runs_the_settings_chain_end_to_end(tmp_path, name):
     setting = SETTINGS[name]
     out = tmp_path / name
     checkpoints = ["SOLVER.CHECKPOINT_PERIOD", "3"]
-    run = run_pipeline("--setting", name, "--smoke", "--output", str(out), *checkpoints)
+    run = run_pipeline("--setting", name, "--smoke", "--output-dir", str(out), *checkpoints)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     root = out / "toy_data"
     stages = chain(out, [0], setting=setting, teacher_weights="")

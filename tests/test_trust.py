@@ -301,7 +301,15 @@ def test_a_full_disk_while_deploying_leaves_the_old_folder_and_nothing_partial(
     shutil.copytree(deployed, out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     failed = full_disk(monkeypatch, "head.ts")
-    args = ["--config-file", str(STUDENT_CONFIG), "--weights", str(weights), "--output", str(out), "--force"]
+    args = [
+        "--config-file",
+        str(STUDENT_CONFIG),
+        "--weights",
+        str(weights),
+        "--output-dir",
+        str(out),
+        "--force",
+    ]
     line = one_line(capsys, "deploy", exit_code(deploy_main, args))
     assert failed, "head.ts was not written through write_bytes"
     assert line == (
@@ -320,11 +328,11 @@ def test_a_full_disk_while_deploying_leaves_the_old_folder_and_nothing_partial(
 def test_a_second_deploy_to_the_same_folder_is_refused(student, tmp_path, capsys):
     _, _, weights, _ = student
     out = tmp_path / "deployed"
-    with run_lock(out, "--output", lock_file=tmp_path / ".deployed.lock"):
-        args = ["--config-file", str(STUDENT_CONFIG), "--weights", str(weights), "--output", str(out)]
+    with run_lock(out, "--output-dir", lock_file=tmp_path / ".deployed.lock"):
+        args = ["--config-file", str(STUDENT_CONFIG), "--weights", str(weights), "--output-dir", str(out)]
         line = one_line(capsys, "deploy", exit_code(deploy_main, args))
     assert line.startswith(f"deploy: error: {out} is in use by another run (pid {os.getpid()} on "), line
-    assert line.endswith("wait for it to finish, or pass another --output.") and not out.exists()
+    assert line.endswith("wait for it to finish, or pass another --output-dir.") and not out.exists()
 
 
 def test_a_second_main_job_on_the_same_output_is_refused(tmp_path, capsys):
@@ -332,9 +340,9 @@ def test_a_second_main_job_on_the_same_output_is_refused(tmp_path, capsys):
     from quant_mimic_tools.pipeline import main as pipeline_main
 
     out = tmp_path / "main"
-    with run_lock(out, "--output"):
-        code = exit_code(pipeline_main, ["--smoke", "--output", str(out)])
+    with run_lock(out, "--output-dir"):
+        code = exit_code(pipeline_main, ["--smoke", "--output-dir", str(out)])
     line = one_line(capsys, "pipeline", code)
     assert line.startswith(f"pipeline: error: {out} is in use by another run (pid {os.getpid()} on "), line
-    assert line.endswith("wait for it to finish, or pass another --output.")
+    assert line.endswith("wait for it to finish, or pass another --output-dir.")
     assert not (out / JOB_RECORD).exists()

@@ -18,3 +18,9 @@ Also here: ``settings`` (the main job's chains: configs, data sets, metrics, the
 run readers and table formatting that the pipeline and the report share). ``quant_mimic`` never
 imports this package.
 """
+
+import warnings
+
+# torch's deprecation notices about what detectron2 calls at import (torch.jit.script): noise in every
+# command's --help and around its one-line errors, which the user cannot act on (as train_net.py filters)
+warnings.filterwarnings("ignore", message=r".*(deprecat|in an upcoming release)", category=FutureWarning)

@@ -1,4 +1,11 @@
-"""What the evaluation commands share: their main() with one-line errors, and the JSON they write."""
+"""What the commands share: their main() with one-line errors, the JSON they write, and one flag vocabulary.
+
+The vocabulary (tests/test_cli.py checks it on every command's ``--help``): ``--config-file FILE``;
+``--weights FILE`` for the trained weights of the model the command runs (``--teacher-weights`` only for a
+trained teacher checkpoint, ``--init-weights`` for an initialisation); trailing ``KEY VALUE`` config
+overrides wherever a config is built; ``--output-dir DIR`` for folders; ``--json FILE`` for
+machine-readable records; ``--seeds`` always a list of seeds.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,31 @@ import json
 import sys
 import warnings
 from typing import Any, Callable
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """The module's docstring as written, and each option's default (unless None, False or already said)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False, [], "") or "default" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+def make_parser(prog: str, doc: str | None, **kwargs: Any) -> argparse.ArgumentParser:
+    """A command's parser: ``--help`` prints ``doc`` (the module's docstring) whole and the defaults."""
+    return argparse.ArgumentParser(prog=prog, description=doc, formatter_class=HelpFormatter, **kwargs)
+
+
+def add_overrides(parser: argparse.ArgumentParser, what: str = "the config") -> None:
+    """Trailing ``KEY VALUE`` config overrides, as train_net.py takes them."""
+    parser.add_argument(
+        "opts",
+        nargs=argparse.REMAINDER,
+        default=[],
+        metavar="KEY VALUE",
+        help=f"overrides of {what}: KEY VALUE pairs at the end of the command line (e.g. MODEL.DEVICE cpu)",
+    )
 
 
 def write_json(path: str, data: Any) -> None:

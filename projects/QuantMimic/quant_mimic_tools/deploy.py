@@ -1,38 +1,43 @@
 """Write the deployed form of a trained detector: folded, traced networks and batched inference.
 
     python -m quant_mimic_tools.deploy --config-file output/shapes/student_qm_seed0/student_config.yaml \\
-        --output deployed/qm_student
+        --output-dir deployed/qm_student
     python -m quant_mimic_tools.deploy --config-file projects/QuantMimic/configs/qm_R_tiny_FPN.yaml \\
-        --weights output/shapes/qm_R18_16_FPN/model_final.pth --output deployed/qm_student
-    python -m quant_mimic_tools.deploy --config-file ... --output DIR MODEL.RPN.PRE_NMS_TOPK_TEST 100
+        --weights output/shapes/qm_R18_16_FPN/model_final.pth --output-dir deployed/qm_student
+    python -m quant_mimic_tools.deploy --config-file ... --output-dir DIR MODEL.RPN.PRE_NMS_TOPK_TEST 100
 
 Any detector of this project deploys: a student export, a QuantMimicRCNN checkpoint (its student), a
 teacher. Config overrides (``KEY VALUE`` pairs) set the test-time settings that go into the folder. Load it
 with ``quant_mimic.deploy.DeployedPredictor(DIR)``; ``demo.py --deployed DIR`` draws its detections.
 An existing deployed folder is not replaced unless ``--force`` is given. The folder is written whole or not
 at all (a temporary folder beside it, renamed into place), with ``manifest.json`` (each file's size and
-sha256) that the runtime checks before loading; one deploy at a time writes a given ``--output``
+sha256) that the runtime checks before loading; one deploy at a time writes a given ``--output-dir``
 (``.<name>.lock`` beside it).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from quant_mimic.data.user import add_dataset_argument
 from quant_mimic.errors import QuantMimicInputError
 
+from .cli import add_overrides, make_parser, run
+
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="deploy", description=__doc__.splitlines()[0])
+    parser = make_parser("deploy", __doc__)
     parser.add_argument("--config-file", required=True, metavar="FILE", help="the detector's config")
-    parser.add_argument("--weights", help="its checkpoint (default: the config's MODEL.WEIGHTS)")
-    parser.add_argument("--output", required=True, metavar="DIR", help="the deployed folder to write")
+    parser.add_argument(
+        "--weights", metavar="FILE", help="its trained checkpoint (default: the config's MODEL.WEIGHTS)"
+    )
+    parser.add_argument(
+        "--output-dir", required=True, dest="output", metavar="DIR", help="the deployed folder to write"
+    )
     parser.add_argument("--force", action="store_true", help="replace an existing deployed folder")
     add_dataset_argument(parser)  # --dataset NAME=...: a user's data set, for its class names
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
+    add_overrides(parser, "the detector's config (the test-time settings that go into the folder)")
     return parser
 
 
@@ -44,7 +49,7 @@ def deploy(args: argparse.Namespace) -> Path:
 
     output = Path(args.output)
     # the lock file lies beside the folder, which is replaced whole by a rename
-    with run_lock(output, "--output", lock_file=output.absolute().parent / f".{output.name}.lock"):
+    with run_lock(output, "--output-dir", lock_file=output.absolute().parent / f".{output.name}.lock"):
         if is_deployed_folder(output) and not args.force:
             raise QuantMimicInputError(
                 f"{output} already holds a deployed model: pass --force to replace it."
@@ -72,14 +77,12 @@ def _deploy(args: argparse.Namespace, output: Path) -> Path:
     return build_and_export(cfg, output)
 
 
+def _main(args: argparse.Namespace) -> None:
+    print(f"deployed to {deploy(args)}")
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = get_parser().parse_args(argv)
-    try:
-        folder = deploy(args)
-    except QuantMimicInputError as e:
-        print(f"deploy: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    print(f"deployed to {folder}")
+    run("deploy", get_parser(), _main, argv)
 
 
 if __name__ == "__main__":

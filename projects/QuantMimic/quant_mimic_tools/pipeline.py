@@ -1,11 +1,11 @@
 """The main job: teacher -> quantized teacher -> students (scratch, mimic, Quantization Mimic), evaluated.
 
-    python -m quant_mimic_tools.pipeline [--output output/shapes] [--seeds 0 1 2] [--smoke] [--report-only]
-    python -m quant_mimic_tools.pipeline --setting voc [--data-root datasets] [--output output/voc]
-    python -m quant_mimic_tools.pipeline --setting wider_face [--data-root datasets] [--output output/wider_face]
+    python -m quant_mimic_tools.pipeline [--output-dir output/shapes] [--seeds 0 1 2] [--smoke] [--report-only]
+    python -m quant_mimic_tools.pipeline --setting voc [--data-root datasets] [--output-dir output/voc]
+    python -m quant_mimic_tools.pipeline --setting wider_face [--data-root datasets] [--output-dir output/wider_face]
     python -m quant_mimic_tools.pipeline --setting voc --smoke     # toy VOC-format data, a few iterations
     python -m quant_mimic_tools.pipeline --dataset mytrain=coco:train.json:images/ \
-        --dataset myval=coco:val.json:images/ --train mytrain --val myval [--output output/mytrain] [KEY VALUE ...]
+        --dataset myval=coco:val.json:images/ --train mytrain --val myval [--output-dir output/mytrain] [KEY VALUE ...]
 
 ``--setting`` (``quant_mimic_tools/settings.py``) picks the chain: ``shapes`` (default, the built-in data
 set), ``voc`` (the paper's Table 7: configs/voc/, VOC07+12 trainval -> VOC07 test, AP50 and the AP50 of
@@ -13,19 +13,19 @@ every class) or ``wider_face`` (Tables 2-6: configs/wider_face/, grayscale VGG R
 easy / medium / hard AP). Their data sets are read from ``--data-root`` (default ``$DETECTRON2_DATASETS``,
 else ``datasets``; the layout of datasets/README.md), and their teachers start from the ImageNet weights
 the teacher config names (``MODEL.WEIGHTS``, written by ``python -m quant_mimic_tools.convert``, see
-the project README) unless ``--teacher-weights`` says otherwise (``""``: from scratch). The results table
+the project README) unless ``--init-weights`` says otherwise (``""``: from scratch). The results table
 holds the setting's metric and the paper's numbers beside ours.
 
 ``--smoke``: every stage with a handful of iterations, a small batch and small images; for ``voc`` and
 ``wider_face`` on a toy data set in the official layout generated into ``<output>/toy_data`` (unless
-``--data-root`` is given), with the teacher from scratch. Its default ``--output`` is
+``--data-root`` is given), with the teacher from scratch. Its default ``--output-dir`` is
 ``output/<setting>_smoke``, so a smoke run never stands in for a real one.
 
 With ``--dataset`` / ``--train`` / ``--val`` (see datasets/README.md) the chain runs on a data set of your
 own: every stage trains on ``--train`` and is evaluated on ``--val``, with the number of classes and the
 class names of the data (the students' teacher config is the teacher run's own ``config.yaml``); the data
 sets are checked before the first stage, and recorded in ``<output>/user_data.json`` so that a rerun (or
-``--report-only``) of the same ``--output`` needs no ``--dataset`` again. Trailing ``KEY VALUE`` pairs are
+``--report-only``) of the same ``--output-dir`` needs no ``--dataset`` again. Trailing ``KEY VALUE`` pairs are
 config overrides for every stage (e.g. the input size of larger images). ``--dry-run`` prints each stage's
 ``train_net.py`` command and stops.
 
@@ -55,6 +55,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .cli import add_overrides, make_parser
 from .results import finite_metric, read_final_metrics, table_cell
 from .settings import SETTINGS, SHAPES, Setting, register_data, write_toy_data
 
@@ -112,7 +113,7 @@ class MainJob:
 
 @dataclass
 class Stage:
-    name: str  # also the folder under --output
+    name: str  # also the folder under --output-dir
     config: str  # relative to the project's configs/
     description: str
     opts: list[str] = field(default_factory=list)
@@ -431,11 +432,11 @@ def resolve_data(args: argparse.Namespace, output: Path) -> UserData | None:
     if saved is not None and saved != data.record():
         raise QuantMimicInputError(
             f"{output} holds runs on other data ({record}: train {saved['train']}, val {saved['val']}): pass a new "
-            "--output for this data."
+            "--output-dir for this data."
         )
     if saved is None and any((output / s.name).exists() for s in chain(output, args.seeds)):
         raise QuantMimicInputError(
-            f"{output} holds runs on the built-in data set: pass a new --output for your data."
+            f"{output} holds runs on the built-in data set: pass a new --output-dir for your data."
         )
     return data
 
@@ -449,7 +450,7 @@ def default_output(args: argparse.Namespace) -> Path:
 def resolve_job(args: argparse.Namespace, output: Path) -> MainJob:
     """The setting, data root, smoke flag and teacher weights of this run: from the options, else what
     ``<output>/main_job.json`` records; options that differ from the record are refused (other runs live
-    in another --output). Raises QuantMimicInputError."""
+    in another --output-dir). Raises QuantMimicInputError."""
     from quant_mimic.errors import QuantMimicInputError
 
     record = output / JOB_RECORD
@@ -461,7 +462,7 @@ def resolve_job(args: argparse.Namespace, output: Path) -> MainJob:
         and setting is not SHAPES
         and any((output / s.name).exists() for s in chain(output, [0]))
     ):
-        raise QuantMimicInputError(f"{output} holds runs on the built-in data set: pass a new --output.")
+        raise QuantMimicInputError(f"{output} holds runs on the built-in data set: pass a new --output-dir.")
     if setting is not SHAPES and (args.dataset or args.train or args.val):
         raise QuantMimicInputError(
             f"--setting {name} reads its own data sets from --data-root; --dataset / --train / --val run the "
@@ -478,7 +479,7 @@ def resolve_job(args: argparse.Namespace, output: Path) -> MainJob:
         data_root = output / "toy_data"
     else:
         data_root = Path(os.environ.get("DETECTRON2_DATASETS", "datasets")).resolve()
-    weights = args.teacher_weights
+    weights = args.init_weights
     if weights is None and saved is not None:
         weights = saved.get("teacher_weights")
     if weights is None and smoke and setting is not SHAPES:
@@ -489,7 +490,7 @@ def resolve_job(args: argparse.Namespace, output: Path) -> MainJob:
         if differs:
             was = ", ".join(f"{k} {saved.get(k)!r}" for k in differs)
             raise QuantMimicInputError(
-                f"{output} holds a main job with {was} ({record}): pass a new --output for this one."
+                f"{output} holds a main job with {was} ({record}): pass a new --output-dir for this one."
             )
     return job
 
@@ -522,7 +523,7 @@ def check_job(job: MainJob, output: Path) -> None:
                               f"{model}.pth", "--output", weights, *options, "--config-file", str(config)])  # fmt: skip
         raise QuantMimicInputError(
             f"The teacher's initial weights {weights} (MODEL.WEIGHTS of {setting.teacher.config}) do not exist: "
-            f"convert torchvision's ImageNet {model} first ({convert}), or pass --teacher-weights '' to train "
+            f"convert torchvision's ImageNet {model} first ({convert}), or pass --init-weights '' to train "
             "the teacher from scratch."
         )
 
@@ -541,9 +542,14 @@ def check_data(data: UserData) -> None:
 def get_parser() -> argparse.ArgumentParser:
     from quant_mimic.data.user import add_dataset_argument  # the option every command shares
 
-    parser = argparse.ArgumentParser(prog="pipeline", description=__doc__.splitlines()[0])
+    parser = make_parser("pipeline", __doc__)
     parser.add_argument(
-        "--output", type=Path, help="one folder per stage (default output/<setting>, or output/<--train>)"
+        "--output-dir",
+        dest="output",
+        type=Path,
+        metavar="DIR",
+        help="one folder per stage (default: output/<setting>, output/<--train>, or output/<setting>_smoke "
+        "with --smoke)",
     )
     parser.add_argument(
         "--setting",
@@ -553,15 +559,22 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--data-root",
         metavar="DIR",
-        help="the folder holding VOC2007/ + VOC2012/ or WIDER_FACE/ (default $DETECTRON2_DATASETS or datasets)",
+        help="the folder holding VOC2007/ + VOC2012/ or WIDER_FACE/ (default: $DETECTRON2_DATASETS or datasets)",
     )
     parser.add_argument(
-        "--teacher-weights",
-        metavar="PATH",
-        help="the first teacher's MODEL.WEIGHTS (default: its config's, the converted ImageNet weights; '': "
-        "from scratch)",
+        "--init-weights",
+        metavar="FILE",
+        help="the first teacher's initialisation, its MODEL.WEIGHTS (default: its config's, the converted "
+        "ImageNet weights; '': from scratch)",
     )
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="student seeds")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0],
+        metavar="SEED",
+        help="student seeds, one student per kind each",
+    )
     parser.add_argument(
         "--smoke", action="store_true", help="a few iterations per stage on a tiny (or toy) data set"
     )
@@ -576,9 +589,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dry-run", action="store_true", help="print each stage's train_net.py command and stop"
     )
-    parser.add_argument(
-        "opts", nargs=argparse.REMAINDER, help="config overrides for every stage: KEY VALUE pairs"
-    )
+    add_overrides(parser, "every stage's config")
     return parser
 
 
@@ -595,7 +606,7 @@ def main(argv: list[str] | None = None) -> None:
     args = get_parser().parse_args(argv)
     output = (args.output or default_output(args)).resolve()
     try:
-        with contextlib.nullcontext() if args.dry_run else run_lock(output, "--output"):
+        with contextlib.nullcontext() if args.dry_run else run_lock(output, "--output-dir"):
             run_job(args, output)
     except QuantMimicInputError as e:
         fail(one_line(e))

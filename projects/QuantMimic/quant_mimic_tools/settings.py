@@ -31,7 +31,7 @@ class Metric:
 
 @dataclass(frozen=True)
 class StageSpec:
-    """One model of a chain: ``name`` (its folder under ``--output``; students get ``_seed<N>``),
+    """One model of a chain: ``name`` (its folder under ``--output-dir``; students get ``_seed<N>``),
     ``config`` (relative to configs/), a one-line description, and the paper's numbers for it
     (``Setting.paper_metrics`` label -> value; empty where the paper has none)."""
 

@@ -50,7 +50,7 @@ def run_lock(
 
     Args:
         folder: the folder a run writes into.
-        option: how the user names that folder (``OUTPUT_DIR``, ``--output``), for the error.
+        option: how the user names that folder (``OUTPUT_DIR``, ``--output-dir``), for the error.
         lock_file: the lock file, by default ``<folder>/.lock`` (``folder`` is then created if needed);
             a folder that is replaced whole by a rename keeps its lock file beside it.
 

@@ -1,6 +1,6 @@
 """The main job's report: a model-zoo table and the pictures, gathered on one index page.
 
-    python -m quant_mimic_tools.pipeline --report-only [--output output/shapes]   # rebuild it from finished runs
+    python -m quant_mimic_tools.pipeline --report-only [--output-dir output/shapes]   # rebuild it from finished runs
 
 ``write_report`` writes into the folder it is given (the main job: ``<output>/report/``): ``index.md``, ``model_zoo.md`` / ``model_zoo.json``,
 ``predictions.png``, ``curves.png`` and ``matching_ratio.png``.
