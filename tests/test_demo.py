@@ -85,8 +85,8 @@ def test_a_qm_student_export_draws_boxes_on_an_image(student, tmp_path):
 def test_a_glob_of_two_images_writes_two_outputs_in_the_folder(student, tmp_path):
     out = tmp_path / "vis"
     pattern = str(student.images[0].parent / "shapes_*.png")
-    demo.main([*student_args(student), "--input", pattern, "--output", str(out),
-               "--opts", "MODEL.WEIGHTS", str(student.weights), *CPU])  # fmt: skip
+    demo.main([*student_args(student), "--input", pattern, "--output-dir", str(out),
+               "--weights", str(student.weights), *CPU])  # fmt: skip
     assert sorted(os.listdir(out)) == ["shapes_0.png", "shapes_1.png"]
     for name in os.listdir(out):
         assert cv2.imread(str(out / name)).shape == (MINI_SPEC.image_size, MINI_SPEC.image_size, 3)

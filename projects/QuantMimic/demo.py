@@ -2,13 +2,13 @@
 """Run a trained QuantMimic detector on images, a video or a webcam, and draw its detections.
 
     python projects/QuantMimic/demo.py --config-file projects/QuantMimic/configs/shapes/teacher_R18_2_FPN.yaml \\
-        --input 'images/*.png' --output vis/ --opts MODEL.WEIGHTS output/shapes/teacher_R18_2_FPN/model_final.pth
+        --input 'images/*.png' --output-dir vis/ --weights output/shapes/teacher_R18_2_FPN/model_final.pth
     python projects/QuantMimic/demo.py --config-file output/shapes/student_qm_seed0/student_config.yaml \\
         --video-input clip.mp4 --output vis/clip.mp4
-    python projects/QuantMimic/demo.py --config-file ... --webcam --opts MODEL.WEIGHTS ...
-    python projects/QuantMimic/demo.py --deployed deployed/qm_student --input 'images/*.png' --output vis/
+    python projects/QuantMimic/demo.py --config-file ... --webcam --weights ... MODEL.DEVICE cuda
+    python projects/QuantMimic/demo.py --deployed deployed/qm_student --input 'images/*.png' --output-dir vis/
     python projects/QuantMimic/demo.py --config-file output/mydata/teacher_R18_2_FPN/config.yaml \
-        --dataset myval=coco:val.json:images/ --input 'images/*.jpg' --output vis/ --opts MODEL.WEIGHTS ...
+        --dataset myval=coco:val.json:images/ --input 'images/*.jpg' --output-dir vis/ --weights ...
 
 The detector runs in its deployed form (quant_mimic.deploy: folded, traced, batched inference), made
 on the fly from the config and weights; ``--deployed DIR`` runs a folder written by
@@ -17,7 +17,11 @@ A QM run's student export (``student_config.yaml``, whose MODEL.WEIGHTS names ``
 it) runs as is; a QuantMimicRCNN config runs its student, with a QM checkpoint or a student export as
 MODEL.WEIGHTS. ``--dataset NAME=...`` (datasets/README.md) registers a data set of your own, so that a
 model trained on it draws its class names (the config's DATASETS.TEST[0]) and has its number of classes.
-The predict + draw logic is quant_mimic/predictor.py.
+``--weights FILE`` sets MODEL.WEIGHTS; other config overrides are ``KEY VALUE`` pairs at the end of the
+command line (or after ``--opts``, the older spelling; a pair after ``--input`` ends its list of images).
+``--output-dir DIR`` writes the drawn images (named like their inputs) or the video (``<name>.mp4``) into
+DIR; ``--output FILE`` writes one drawn image or the video to FILE; without either they are shown in a
+window. The predict + draw logic is quant_mimic/predictor.py.
 """
 
 from __future__ import annotations
@@ -25,32 +29,43 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import re
 import sys
 import time
+import warnings
 from typing import Sequence
 
-import cv2
-import torch
-import tqdm
-from detectron2.config import CfgNode
-from detectron2.data.detection_utils import read_image
-from detectron2.utils.logger import setup_logger
+# torch's deprecation notices about what detectron2 calls at import (torch.jit.script): noise in --help
+# and around the one-line errors (as train_net.py filters them)
+warnings.filterwarnings("ignore", message=r".*(deprecat|in an upcoming release)", category=FutureWarning)
 
-import quant_mimic  # noqa: F401  (registers the project's models, backbones and data sets)
-from quant_mimic.config import build_config, deployed_config, fall_back_to_cpu, resolve_config_path
-from quant_mimic.data.user import add_dataset_argument, configure_classes, register_user_datasets
-from quant_mimic.deploy.runtime import DeployedFolderError, load_spec
-from quant_mimic.engine.setup import check_weights
-from quant_mimic.errors import QuantMimicInputError
-from quant_mimic.predictor import VisualizationDemo
+import cv2  # noqa: E402
+import torch  # noqa: E402
+import tqdm  # noqa: E402
+from detectron2.config import CfgNode  # noqa: E402
+from detectron2.data.detection_utils import read_image  # noqa: E402
+from detectron2.utils.logger import setup_logger  # noqa: E402
+
+import quant_mimic  # noqa: E402, F401  (registers the project's models, backbones and data sets)
+from quant_mimic.config import build_config, deployed_config, fall_back_to_cpu, resolve_config_path  # noqa: E402
+from quant_mimic.data.user import add_dataset_argument, configure_classes, register_user_datasets  # noqa: E402
+from quant_mimic.deploy.runtime import DeployedFolderError, load_spec  # noqa: E402
+from quant_mimic.engine.setup import check_weights  # noqa: E402
+from quant_mimic.errors import QuantMimicInputError  # noqa: E402
+from quant_mimic.predictor import VisualizationDemo  # noqa: E402
+from quant_mimic_tools.cli import HelpFormatter, add_overrides  # noqa: E402
 
 WINDOW_NAME = "QuantMimic detections"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+CONFIG_KEY = re.compile(r"[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+")  # MODEL.WEIGHTS: where overrides begin
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config-file", default="", metavar="FILE", help="path to a config file")
+    parser = argparse.ArgumentParser(prog="demo.py", description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--config-file", default="", metavar="FILE", help="the detector's config")
+    parser.add_argument(
+        "--weights", metavar="FILE", help="its trained checkpoint (default: the config's MODEL.WEIGHTS)"
+    )
     parser.add_argument(
         "--deployed",
         metavar="DIR",
@@ -63,25 +78,50 @@ def get_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--device", default="cpu", help="the device of a --deployed folder: cpu or cuda")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--input", nargs="+", help="image files or globs, e.g. 'dir/*.png' (quoted)")
-    source.add_argument("--video-input", help="a video file")
-    source.add_argument("--webcam", action="store_true", help="the first webcam (shown in a window)")
-    parser.add_argument(
-        "--output",
-        help="a file or a folder for the drawn images / video (a folder when several images are given); "
-        "without it they are shown in a window",
+    source.add_argument(
+        "--input", nargs="+", metavar="IMAGE", help="image files or globs, e.g. 'dir/*.png' (quoted)"
     )
+    source.add_argument("--video-input", metavar="FILE", help="a video file")
+    source.add_argument("--webcam", action="store_true", help="the first webcam (shown in a window)")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument(
+        "--output-dir",
+        metavar="DIR",
+        help="the folder for the drawn images (named like their inputs) or the video (<name>.mp4); without "
+        "--output-dir or --output they are shown in a window",
+    )
+    output.add_argument("--output", metavar="FILE", help="the file for the one drawn image or the video")
     parser.add_argument(
         "--confidence-threshold", type=float, default=0.5, help="minimum score of a drawn detection"
     )
     add_dataset_argument(parser)
     parser.add_argument(
         "--opts",
+        dest="opts_after_flag",
         default=[],
         nargs=argparse.REMAINDER,
-        help="config overrides as KEY VALUE pairs, e.g. MODEL.WEIGHTS model_final.pth MODEL.DEVICE cpu",
+        metavar="KEY VALUE",
+        help="the config overrides after --opts instead (the older spelling)",
     )
+    add_overrides(parser, "the detector's config")
     return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The options, with ``args.opts`` all the config overrides: trailing pairs (also those that ``--input``
+    took for images: from the first KEY that is no file on), ``--opts`` pairs, then ``--weights``."""
+    args = get_parser().parse_args(argv)
+    if args.input:
+        for i, item in enumerate(args.input):
+            if CONFIG_KEY.fullmatch(item) and not os.path.exists(item):
+                args.input, args.opts = args.input[:i], args.input[i:] + args.opts
+                break
+        if not args.input:
+            get_parser().error("--input needs at least one image file or glob before the config overrides")
+    args.opts = list(args.opts) + list(args.opts_after_flag)
+    if args.weights:
+        args.opts += ["MODEL.WEIGHTS", args.weights]
+    return args
 
 
 def setup_cfg(args: argparse.Namespace) -> CfgNode:
@@ -99,8 +139,8 @@ def setup_cfg(args: argparse.Namespace) -> CfgNode:
     cfg.MODEL.RETINANET.SCORE_THRESH_TEST = args.confidence_threshold
     if not cfg.MODEL.WEIGHTS:
         raise QuantMimicInputError(
-            "MODEL.WEIGHTS is empty: pass a trained checkpoint with --opts MODEL.WEIGHTS "
-            "output/.../model_final.pth (or a QM run's student_config.yaml as --config-file)."
+            "MODEL.WEIGHTS is empty: pass a trained checkpoint with --weights output/.../model_final.pth "
+            "(or a QM run's student_config.yaml as --config-file)."
         )
     # a student export names its weights relative to where training ran: also look next to the config
     cfg.MODEL.WEIGHTS = resolve_config_path(cfg.MODEL.WEIGHTS, args.config_file)
@@ -130,14 +170,15 @@ def expand_inputs(patterns: Sequence[str]) -> list[str]:
     return paths
 
 
-def output_paths(inputs: Sequence[str], output: str) -> list[str]:
-    """Where each drawn image goes: into ``output`` when it is a folder (made if needed, and always with
-    several inputs), else to the file ``output``."""
-    as_folder = os.path.isdir(output) or len(inputs) > 1 or output.endswith(os.sep)
-    if as_folder and os.path.splitext(output)[1].lower() in IMAGE_EXTENSIONS:
+def output_paths(inputs: Sequence[str], output: str, as_folder: bool) -> list[str]:
+    """Where each drawn image goes: into the folder ``output`` (``--output-dir``, made if needed), else to
+    the file ``output`` (``--output``, one image only)."""
+    if not as_folder and len(inputs) > 1:
         raise QuantMimicInputError(
-            f"--output {output} is an image file name but --input gives {len(inputs)} images: pass a folder."
+            f"--output {output} is one file but --input gives {len(inputs)} images: pass --output-dir DIR."
         )
+    if not as_folder and os.path.isdir(output):
+        raise QuantMimicInputError(f"--output {output} is a folder: pass --output-dir {output}.")
     if as_folder:
         os.makedirs(output, exist_ok=True)
         names = [os.path.basename(p) for p in inputs]
@@ -186,9 +227,10 @@ def run_video(demo: VisualizationDemo, args: argparse.Namespace) -> None:
     fps = video.get(cv2.CAP_PROP_FPS) or 25.0
     frames = int(video.get(cv2.CAP_PROP_FRAME_COUNT))
     writer = None
-    if args.output:
+    if args.output or args.output_dir:
         out = args.output
-        if os.path.isdir(out) or out.endswith(os.sep):
+        if args.output_dir:
+            out = args.output_dir
             os.makedirs(out, exist_ok=True)
             out = os.path.join(out, os.path.splitext(os.path.basename(args.video_input))[0] + ".mp4")
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
@@ -217,8 +259,8 @@ def show(frame) -> bool:
 
 
 def run_webcam(demo: VisualizationDemo, args: argparse.Namespace) -> None:
-    if args.output:
-        raise QuantMimicInputError("--webcam shows its frames in a window: drop --output.")
+    if args.output or args.output_dir:
+        raise QuantMimicInputError("--webcam shows its frames in a window: drop --output / --output-dir.")
     cam = cv2.VideoCapture(0)
     if not cam.isOpened():
         raise QuantMimicInputError("--webcam: no camera could be opened (cv2.VideoCapture(0)).")
@@ -232,19 +274,20 @@ def run_webcam(demo: VisualizationDemo, args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = get_parser().parse_args(argv)
+    args = parse_args(argv)
     logger = setup_logger(name="quant_mimic.demo")
     try:
-        if args.deployed and (args.config_file or args.eager):
+        if args.deployed and (args.config_file or args.eager or args.weights):
             raise QuantMimicInputError(
-                "--deployed runs a deployed folder alone: drop --config-file and --eager."
+                "--deployed runs a deployed folder alone: drop --config-file, --weights and --eager."
             )
         if args.deployed:
             load_spec(args.deployed)  # every file against the folder's manifest, then deploy.json
         cfg = None if args.deployed else setup_cfg(args)
         if args.input:  # check the inputs before the model is built
             inputs = expand_inputs(args.input)
-            outputs = output_paths(inputs, args.output) if args.output else [None] * len(inputs)
+            out = args.output_dir or args.output
+            outputs = output_paths(inputs, out, args.output_dir is not None) if out else [None] * len(inputs)
         elif args.video_input and not os.path.isfile(args.video_input):
             raise QuantMimicInputError(
                 f"--video-input file {args.video_input} does not exist: pass a video file."
