@@ -165,7 +165,7 @@ def test_report_only_keeps_the_studys_recorded_schedule(tmp_path):
     (tmp_path / "study.json").write_text(json.dumps({"schedule": schedule}))
     for seed in (0, 1):
         fake_run(tmp_path / f"scratch_seed{seed}", [40.0, 50.0 + seed])
-    study.main(["--report-only", "--output", str(tmp_path), "--teachers", "/elsewhere", "--max-iter", "750",
+    study.main(["--report-only", "--output-dir", str(tmp_path), "--teachers", "/elsewhere", "--max-iter", "750",
                 "--only", "main", "--seeds", "0", "1"])  # fmt: skip
     record = json.loads((tmp_path / "study.json").read_text())
     assert record["schedule"] == schedule and record["arms"]["scratch"]["mean"] == 50.5
@@ -202,7 +202,7 @@ def test_a_finished_run_short_of_an_extended_schedule_resumes(tmp_path, monkeypa
 
 
 def test_dry_run_prints_the_teachers_then_every_student(tmp_path, capsys):
-    study.main(["--dry-run", "--output", str(tmp_path / "s"), "--teachers", str(tmp_path / "t"),
+    study.main(["--dry-run", "--output-dir", str(tmp_path / "s"), "--teachers", str(tmp_path / "t"),
                 "--seeds", "0", "1", "--ablation-seeds", "0", "--only", "main"])  # fmt: skip
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 + 3 * 2
@@ -215,7 +215,7 @@ def test_dry_run_prints_the_teachers_then_every_student(tmp_path, capsys):
 
 def test_by_default_the_study_trains_its_own_teachers_on_the_students_schedule(tmp_path, capsys):
     out = tmp_path / "s"
-    study.main(["--dry-run", "--output", str(out), "--seeds", "0", "--only", "main"])
+    study.main(["--dry-run", "--output-dir", str(out), "--seeds", "0", "--only", "main"])
     lines = capsys.readouterr().out.strip().splitlines()
     teacher, quant, *students = lines
     assert f"OUTPUT_DIR {out / 'teachers' / 'teacher_R18_2_FPN'}" in teacher
@@ -262,7 +262,7 @@ def test_jobs_run_side_by_side_with_their_share_and_failures_are_named_at_the_en
 
 def test_the_single_level_screening_goes_seed_by_seed_with_fitted_stride_teachers(tmp_path, capsys):
     out = tmp_path / "s"
-    study.main(["--architecture", "single", "--dry-run", "--output", str(out), "--seeds", "0", "1",
+    study.main(["--architecture", "single", "--dry-run", "--output-dir", str(out), "--seeds", "0", "1",
                 "--ablation-seeds", "0", "1", "--arms", "scratch", "qm", "qm_k8"])  # fmt: skip
     teacher, quant, quant_k8, *students = capsys.readouterr().out.strip().splitlines()
     teachers = out / "teachers"
@@ -344,7 +344,7 @@ def test_test_split_tables_read_each_runs_test_record_and_the_test_evaluation_wr
 def test_a_second_study_on_a_folder_in_use_is_refused_in_one_sentence(tmp_path):
     from quant_mimic.engine.run_lock import FolderInUseError, run_lock
 
-    with run_lock(tmp_path, option="--output"):
+    with run_lock(tmp_path, option="--output-dir"):
         with pytest.raises(FolderInUseError, match="pid"):
-            study.main(["--report-only", "--output", str(tmp_path)])
+            study.main(["--report-only", "--output-dir", str(tmp_path)])
     assert not (tmp_path / "study.md").exists()  # nothing written by the refused run

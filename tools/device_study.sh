@@ -18,11 +18,11 @@ mkdir -p $STUDY
 
 step "study, at most $LIMIT s"
 nvidia-smi -L
-timeout "$LIMIT" python3 -m quant_mimic_tools.study --output $STUDY "$@" 2>&1 | grep -vE "copypaste: (Task|AP,)|Warning|warn" | tee "$OUT/study.log"
+timeout "$LIMIT" python3 -m quant_mimic_tools.study --output-dir $STUDY "$@" 2>&1 | grep -vE "copypaste: (Task|AP,)|Warning|warn" | tee "$OUT/study.log"
 pkill -f train_net.py; sleep 3
 
 step "report"
-python3 -m quant_mimic_tools.study --output $STUDY --report-only "$@" 2>&1 | grep -vE "Warning|warn" | tail -25
+python3 -m quant_mimic_tools.study --output-dir $STUDY --report-only "$@" 2>&1 | grep -vE "Warning|warn" | tail -25
 tar -czf "$OUT/study.tar.gz" -C $STUDY --exclude='*.pth' --exclude='events.*' --exclude=teachers .
 (cd $STUDY && tar -cf - $(ls -d scratch*_seed*/model_final.pth quant_only*_seed*/model_final.pth \
     ./*_seed*/student_final.pth 2>/dev/null)) > "$OUT/students.tar"

@@ -2,7 +2,7 @@
 over seeds, paired differences with 95% confidence intervals, the paper's ablations, curves and
 matching-ratio histograms.
 
-    python -m quant_mimic_tools.study [--architecture fpn|single] [--output output/study]
+    python -m quant_mimic_tools.study [--architecture fpn|single] [--output-dir output/study]
         [--teachers output/shapes] [--seeds 0 1 2 3 4] [--ablation-seeds 0 1] [--only main|ablations]
         [--arms NAME ...] [--max-iter 2000] [--eval-period 250] [--jobs 1] [--smoke] [--report-only]
         [--dry-run] [KEY VALUE ...]
@@ -53,6 +53,7 @@ from pathlib import Path
 
 from quant_mimic.config import available_cores, default_num_workers
 
+from .cli import add_overrides, make_parser
 from .pipeline import MainJob, Stage, run_stage, stage_command
 from .results import is_evaluation, read_final_metrics, read_metrics
 from .settings import SHAPES
@@ -632,7 +633,7 @@ def check_schedule(output: Path, schedule: dict) -> None:
             else:
                 raise SystemExit(
                     f"study: error: {output} holds a study with schedule {recorded}, not {schedule}: use "
-                    "another --output, or the same --eval-period / --lr-step / --smoke (a larger --max-iter "
+                    "another --output-dir, or the same --eval-period / --lr-step / --smoke (a larger --max-iter "
                     "with the same --lr-step extends it)."
                 )
     update_record(output, {"schedule": schedule})
@@ -647,22 +648,25 @@ def update_record(output: Path, fields: dict) -> None:
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="study", description=__doc__.splitlines()[0])
+    parser = make_parser("study", __doc__)
     parser.add_argument(
         "--architecture",
         choices=tuple(ARCHITECTURES),
         default="fpn",
         help="the detector: fpn (the main job's) or single (the paper's single-level one)",
     )
-    parser.add_argument("--output", type=Path, help="default: output/study, output/study_single for the "
-                        "single-level architecture (output/study_smoke with --smoke)")  # fmt: skip
-    parser.add_argument("--teachers", type=Path, help="a folder with teachers trained elsewhere, e.g. the main "
+    parser.add_argument("--output-dir", dest="output", type=Path, metavar="DIR", help="the study's folder "
+                        "(default: output/study, output/study_single for the single-level architecture, "
+                        "output/study_smoke with --smoke)")  # fmt: skip
+    parser.add_argument("--teachers", type=Path, metavar="DIR", help="a folder with teachers trained elsewhere, e.g. the main "
                         "job's output/shapes (default: the study's own, <output>/teachers, on the students' "
                         "schedule)")  # fmt: skip
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="main comparison seeds")
-    parser.add_argument("--ablation-seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], metavar="SEED",
+                        help="main comparison seeds")  # fmt: skip
+    parser.add_argument("--ablation-seeds", type=int, nargs="+", default=[0, 1], metavar="SEED",
+                        help="seeds of the ablation arms")  # fmt: skip
     parser.add_argument("--only", choices=("main", "ablations"), help="run one part of the study")
-    parser.add_argument("--arms", nargs="+", help="run only these arms (names as in the tables)")
+    parser.add_argument("--arms", nargs="+", metavar="ARM", help="run only these arms (names as in the tables)")  # fmt: skip
     parser.add_argument("--max-iter", type=int, default=2000, help="iterations per student")
     parser.add_argument("--eval-period", type=int, default=250, help="evaluate (and checkpoint) every N")
     parser.add_argument("--lr-step", type=int, help="iteration of the learning rate's x0.1 step (default: 80%% "
@@ -673,7 +677,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--test", action="store_true", help="evaluate every finished run's final model once on "
                         "the test split (choices are made on val) and write the tables on test too: study_test.md")  # fmt: skip
     parser.add_argument("--dry-run", action="store_true", help="print each run's train_net.py command")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for every student")
+    add_overrides(parser, "every student's config")
     return parser
 
 
@@ -717,7 +721,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     from quant_mimic.engine.run_lock import run_lock
 
-    with run_lock(output, option="--output"):  # one study per folder; its runs lock their own folders
+    with run_lock(output, option="--output-dir"):  # one study per folder; its runs lock their own folders
         val = "quantmimic_shapes_mini_val" if args.smoke else "quantmimic_shapes_val"
         if not args.report_only:
             check_schedule(output, schedule)
