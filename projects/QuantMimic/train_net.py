@@ -246,8 +246,18 @@ def close_process_group() -> None:
         dist.destroy_process_group()
 
 
+def get_parser():
+    """detectron2's options (MODEL.WEIGHTS and the other config overrides trailing, as detectron2 takes
+    them) and ``--dataset``; ``--help`` prints this module's docstring and the defaults."""
+    from quant_mimic_tools.cli import HelpFormatter
+
+    parser = add_dataset_argument(default_argument_parser())
+    parser.prog, parser.description, parser.formatter_class = "train_net.py", __doc__, HelpFormatter
+    return parser
+
+
 def cli(argv: list[str] | None = None) -> None:
-    args = add_dataset_argument(default_argument_parser()).parse_args(argv)
+    args = get_parser().parse_args(argv)
     try:  # check the inputs once, before any worker starts, so a mistake reads as one sentence
         cfg = prepare(args)
         check_run_inputs(cfg, args.resume, args.eval_only)

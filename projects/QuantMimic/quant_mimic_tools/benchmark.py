@@ -485,7 +485,9 @@ def main(argv: list[str] | None = None) -> None:
     from quant_mimic.data.user import add_dataset_argument, register_user_datasets
     from quant_mimic.errors import QuantMimicInputError, one_line
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from .cli import make_parser
+
+    parser = make_parser("benchmark", __doc__)
     parser.add_argument(
         "--data",
         default="quantmimic_shapes_mini_train",
@@ -505,10 +507,10 @@ def main(argv: list[str] | None = None) -> None:
         default=3,
         help="training: rounds of (scratch, teacher forward, QM), each its own process",
     )
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="where the models run: cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
     parser.add_argument(
-        "--sizes", type=int, nargs="+", default=[192], help="inference image sizes (square, px)"
+        "--sizes", type=int, nargs="+", default=[192], metavar="PX", help="inference image sizes (square, px)"
     )
     parser.add_argument("--repeats", type=int, default=20, help="timed inference passes per model and size")
     parser.add_argument(
@@ -517,16 +519,31 @@ def main(argv: list[str] | None = None) -> None:
         default=3,
         help="inference: rounds the ways to run take turns in (repeats split over them)",
     )
-    parser.add_argument("--teacher-config", default=str(CONFIGS / "shapes" / "teacher_R18_2_FPN.yaml"))
     parser.add_argument(
-        "--student-config", default=str(CONFIGS / "shapes" / "student_R18_16_FPN_scratch.yaml")
-    )
-    parser.add_argument("--teacher-weights", help="trained teacher weights (default: random)")
-    parser.add_argument(
-        "--student-weights", help="trained student weights, a QM checkpoint too (default: random)"
+        "--teacher-config",
+        default=str(CONFIGS / "shapes" / "teacher_R18_2_FPN.yaml"),
+        metavar="FILE",
+        help="the teacher's config, for inference",
     )
     parser.add_argument(
-        "--infer-batches", type=int, nargs="+", default=[1], help="deployed batch sizes (e.g. 1 32 on a GPU)"
+        "--student-config",
+        default=str(CONFIGS / "shapes" / "student_R18_16_FPN_scratch.yaml"),
+        metavar="FILE",
+        help="the student's config, for inference",
+    )
+    parser.add_argument("--teacher-weights", metavar="FILE", help="trained teacher weights (default: random)")
+    parser.add_argument(
+        "--student-weights",
+        metavar="FILE",
+        help="trained student weights, a QM checkpoint too (default: random)",
+    )
+    parser.add_argument(
+        "--infer-batches",
+        type=int,
+        nargs="+",
+        default=[1],
+        metavar="N",
+        help="deployed batch sizes (e.g. 1 32 on a GPU)",
     )
     parser.add_argument("--skip-paper-row", action="store_true", help="no WIDER FACE VGG R-FCN speed row")
     parser.add_argument("--skip-train", action="store_true", help="no training-step measurements")

@@ -6,7 +6,6 @@ detectron2's compiled-only features are missing in this build.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 import sys
@@ -76,10 +75,12 @@ def collect_env_info(short: bool = False) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Report QuantMimic's software environment.")
+def main(argv: list[str] | None = None) -> None:
+    from .cli import make_parser, run
+
+    parser = make_parser("collect_env", __doc__)
     parser.add_argument("--short", action="store_true", help="versions and missing ops only")
-    print(collect_env_info(short=parser.parse_args().short))
+    run("collect_env", parser, lambda args: print(collect_env_info(short=args.short)), argv)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,8 @@ from quant_mimic.config import build_config
 from quant_mimic.errors import QuantMimicInputError
 from quant_mimic.modeling.backbone.vgg import VGG16_STAGES
 
+from .cli import make_parser, run
+
 # torchvision ResNet depth of each model name; its stages layer1..layer4 are detectron2's res2..res5.
 RESNET_DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50}
 MODELS = (*RESNET_DEPTHS, "vgg16")
@@ -243,40 +245,53 @@ def save(converted: Dict[str, torch.Tensor], path: str) -> None:
         raise QuantMimicInputError(f"--output {path} must end in .pkl or .pth.")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, choices=MODELS)
-    parser.add_argument("--input", required=True, help="torchvision state dict (.pth)")
-    parser.add_argument("--output", required=True, help="output file, .pkl or .pth")
+def get_parser() -> argparse.ArgumentParser:
+    parser = make_parser("convert", __doc__)
+    parser.add_argument("--model", required=True, choices=MODELS, help="the torchvision network of --input")
+    parser.add_argument("--input", required=True, metavar="FILE", help="torchvision state dict (.pth)")
+    parser.add_argument(
+        "--output", required=True, metavar="FILE", help="the weights file to write, .pkl or .pth"
+    )
     parser.add_argument(
         "--grayscale", action="store_true", help="sum the first conv over RGB (INPUT.FORMAT L)"
     )
-    parser.add_argument("--config-file", default="", help="check that this config can take the weights")
+    parser.add_argument(
+        "--config-file", default="", metavar="FILE", help="check that this config can take the weights"
+    )
     parser.add_argument(
         "--select-filters",
         action="store_true",
         help="vgg16 for a width-divided target (--config-file's MODEL.VGG.WIDTH_DIVISOR): keep the filters of "
         "largest L1 norm",
     )
-    args = parser.parse_args(argv)
-    try:
-        divisor, keep_bias = 1, True
-        if args.select_filters and not args.config_file:
-            raise QuantMimicInputError("--select-filters needs --config-file: the target's width and norm.")
-        if args.config_file:
-            check_target_config(args.model, args.config_file, args.select_filters)
-            for note in format_notes(args.config_file, args.grayscale):
-                print(f"convert: note: {note}", file=sys.stderr)
-        if args.select_filters:
-            cfg = build_config(args.config_file)
-            divisor, keep_bias = cfg.MODEL.VGG.WIDTH_DIVISOR, cfg.MODEL.VGG.NORM == ""
-        converted = convert(args.model, load_torchvision(args.input), args.grayscale, divisor, keep_bias)
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        save(converted, args.output)
-    except QuantMimicInputError as e:
-        print(f"convert: error: {e}", file=sys.stderr)
-        return 2
+    return parser
+
+
+def _convert(args: argparse.Namespace) -> None:
+    divisor, keep_bias = 1, True
+    if args.select_filters and not args.config_file:
+        raise QuantMimicInputError("--select-filters needs --config-file: the target's width and norm.")
+    if args.config_file:
+        check_target_config(args.model, args.config_file, args.select_filters)
+        for note in format_notes(args.config_file, args.grayscale):
+            print(f"convert: note: {note}", file=sys.stderr)
+    if args.select_filters:
+        cfg = build_config(args.config_file)
+        divisor, keep_bias = cfg.MODEL.VGG.WIDTH_DIVISOR, cfg.MODEL.VGG.NORM == ""
+    converted = convert(args.model, load_torchvision(args.input), args.grayscale, divisor, keep_bias)
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    save(converted, args.output)
     print(f"Wrote {len(converted)} tensors of torchvision {args.model} to {args.output}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """0 when the weights are written; 2 (one line ``convert: error: ...``) for bad input."""
+    try:
+        run("convert", get_parser(), _convert, argv)
+    except SystemExit as e:
+        if e.code == 2:
+            return 2
+        raise
     return 0
 
 

@@ -20,7 +20,6 @@ the pages. A record that is absent gives "not yet measured". Plain Python: no to
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
@@ -44,7 +43,6 @@ PAGES = (
 )
 MARKER = re.compile(r"(<!-- table:([\w-]+) -->\n)(.*?)(<!-- /table -->)", re.DOTALL)
 NOT_MEASURED = "not yet measured"
-PARTS = ("preprocess", "backbone", "rpn", "roi_heads", "postprocess")
 SWEEP_KEYS = (
     "MODEL.RPN.PRE_NMS_TOPK_TEST",
     "MODEL.RPN.POST_NMS_TOPK_TEST",
@@ -393,14 +391,18 @@ def bench_infer(infer: dict) -> str:
         for size, row in pair.items():
             if size in ("configs", "weights"):
                 continue
+            runs = [
+                (model, kind, m) for model in ("teacher", "student") for kind, m in row.get(model, {}).items()
+            ]
+            # the parts as the record names them (quant_mimic.timing.PARTS when it was measured)
+            parts = [p for p in runs[0][2]["latency_ms"] if p != "total"] if runs else []
             rows = []
-            for model in ("teacher", "student"):
-                for kind, m in row.get(model, {}).items():
-                    ms = m["latency_ms"]
-                    rows.append([model, kind, num(m.get("gflops"), 3), num(ms["total"]),
-                                 *(num(ms.get(p)) for p in PARTS), m.get("detections", "-")])  # fmt: skip
+            for model, kind, m in runs:
+                ms = m["latency_ms"]
+                rows.append([model, kind, num(m.get("gflops"), 3), num(ms["total"]),
+                             *(num(ms.get(p)) for p in parts), m.get("detections", "-")])  # fmt: skip
             title = f"**{pair_name}, {size} px** (teacher: {weights.get('teacher', '?')}; student: {weights.get('student', '?')})"
-            header = ["model", "run", "GFLOPs", "total ms", *PARTS, "dets"]
+            header = ["model", "run", "GFLOPs", "total ms", *parts, "dets"]
             out.append(title + "\n\n" + table(header, rows))
             r = row.get("ratios", {})
             best = r.get("best_deployed", {})
@@ -609,10 +611,12 @@ def stale_pages(root: Path = ROOT, records: Records | None = None) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="docs", description=__doc__.splitlines()[0])
+    from .cli import make_parser
+
+    parser = make_parser("docs", __doc__)
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a page is stale")
-    parser.add_argument("--records", type=Path, default=RECORDS, help="the records folder")
-    parser.add_argument("--root", type=Path, default=ROOT, help="the repository root")
+    parser.add_argument("--records", type=Path, default=RECORDS, metavar="DIR", help="the records folder")
+    parser.add_argument("--root", type=Path, default=ROOT, metavar="DIR", help="the repository root")
     args = parser.parse_args(argv)
     records = Records(args.records)
     stale = stale_pages(args.root, records)

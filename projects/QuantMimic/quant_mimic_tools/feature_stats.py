@@ -2,11 +2,11 @@
 default stride (``MODEL.QUANTIZER.STRIDE``).
 
     python -m quant_mimic_tools.feature_stats --config-file configs/shapes/teacher_R18_FPN.yaml \\
-        MODEL.WEIGHTS output/shapes/teacher_R18_FPN/model_final.pth
+        --weights output/shapes/teacher_R18_FPN/model_final.pth [--images 16] [--json F] [KEY VALUE ...]
 
 For every backbone output level it prints statistics of ReLU(feature) on validation images, and for
 each candidate stride s the share of positive activations that Q sends to 0 and the relative L2
-error ||Q(relu f) - relu f|| / ||relu f||.
+error ||Q(relu f) - relu f|| / ||relu f||. ``--json FILE`` also writes them, per level.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 
 import torch
+
+from .cli import add_overrides, make_parser, run, write_json
 
 STRIDES = (0.0625, 0.125, 0.25, 0.5, 1.0)
 
@@ -43,20 +45,32 @@ def feature_stats(model, inputs: list[dict], strides=STRIDES) -> dict[str, dict]
     return stats
 
 
-def main(argv: list[str] | None = None) -> None:
+def get_parser() -> argparse.ArgumentParser:
+    parser = make_parser("feature_stats", __doc__)
+    parser.add_argument("--config-file", required=True, metavar="FILE", help="the trained model's config")
+    parser.add_argument(
+        "--weights", metavar="FILE", help="its trained checkpoint (default: the config's MODEL.WEIGHTS)"
+    )
+    parser.add_argument(
+        "--images", type=int, default=16, help="validation images (DATASETS.TEST[0]) measured"
+    )
+    parser.add_argument("--json", metavar="FILE", help="also write the statistics per level to FILE")
+    add_overrides(parser, "the model's config")
+    return parser
+
+
+def _main(args: argparse.Namespace) -> None:
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.data import DatasetCatalog, DatasetMapper
     from detectron2.modeling import build_model
 
     import quant_mimic  # noqa: F401
     from quant_mimic.config import build_config
+    from quant_mimic.engine.setup import check_weights
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config-file", required=True)
-    parser.add_argument("--images", type=int, default=16)
-    parser.add_argument("opts", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
-    cfg = build_config(args.config_file, args.opts)
+    opts = list(args.opts) + (["MODEL.WEIGHTS", args.weights] if args.weights else [])
+    cfg = build_config(args.config_file, opts)
+    check_weights(cfg.MODEL.WEIGHTS)
     cfg.defrost()
     cfg.MODEL.QUANTIZER.ENABLED = False  # measure the full-precision features
     model = build_model(cfg).eval()
@@ -74,6 +88,12 @@ def main(argv: list[str] | None = None) -> None:
         line += "".join(f"{row[f'zeroed@{s}']:>11.2f}" for s in STRIDES)
         line += "".join(f"{row[f'rel_err@{s}']:>11.2f}" for s in STRIDES)
         print(line)
+    if args.json:
+        write_json(args.json, stats)
+
+
+def main(argv: list[str] | None = None) -> None:
+    run("feature_stats", get_parser(), _main, argv)
 
 
 if __name__ == "__main__":

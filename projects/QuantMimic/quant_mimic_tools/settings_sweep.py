@@ -1,23 +1,23 @@
 """AP against latency of a trained detector's deployed form over a grid of test-time settings.
 
     python -m quant_mimic_tools.settings_sweep --config-file output/shapes/student_R18_16_FPN_scratch/config.yaml \\
-        --weights output/shapes/student_R18_16_FPN_scratch/model_final.pth [--sizes 192 600] [--json F]
+        --weights output/shapes/student_R18_16_FPN_scratch/model_final.pth [--sizes 192 600] [--json F] [KEY VALUE ...]
 
 For each setting (RPN pre-NMS top-k per level / post-NMS top-k per image / candidates before the final
 NMS / detections per image), the deployed model is written to a temporary folder, its COCO box AP is
 measured on DATASETS.TEST[0] with detectron2's COCOEvaluator, and its median latency on one random image
 at each of ``--sizes`` (CPU, ``--threads`` threads). The first row is the config's own setting. This is
 the table that chose the tiny models' test-time settings in the configs (README, "Deployment").
+Trailing ``KEY VALUE`` pairs override the config (the grid's keys are then set over them).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 
-from quant_mimic.errors import QuantMimicInputError
+from .cli import add_overrides, make_parser, run
 
 # (pre-NMS top-k per level, post-NMS top-k, candidates per image, detections per image)
 DEFAULT_GRID = [
@@ -61,7 +61,7 @@ def sweep(args: argparse.Namespace) -> list[dict]:
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    base = build_config(args.config_file, ["MODEL.WEIGHTS", args.weights, "MODEL.DEVICE", "cpu"])
+    base = build_config(args.config_file, [*args.opts, "MODEL.WEIGHTS", args.weights, "MODEL.DEVICE", "cpu"])
     check_weights(base.MODEL.WEIGHTS)
     own = (
         base.MODEL.RPN.PRE_NMS_TOPK_TEST,
@@ -101,31 +101,40 @@ def format_row(row: dict, sizes) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="settings_sweep", description=__doc__.splitlines()[0])
-    parser.add_argument("--config-file", required=True, metavar="FILE")
-    parser.add_argument("--weights", required=True)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[192, 600], help="latency image sizes (px)")
+def get_parser() -> argparse.ArgumentParser:
+    parser = make_parser("settings_sweep", __doc__)
+    parser.add_argument("--config-file", required=True, metavar="FILE", help="the detector's config")
+    parser.add_argument("--weights", required=True, metavar="FILE", help="its trained checkpoint")
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=[192, 600], metavar="PX", help="latency image sizes (px)"
+    )
     parser.add_argument("--repeats", type=int, default=20, help="timed passes per size")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (0: torch's default)")
     parser.add_argument(
-        "--no-optimize", dest="optimize", action="store_false", help="no optimize_for_inference"
+        "--no-optimize",
+        dest="optimize",
+        action="store_false",
+        help="no torch.jit.optimize_for_inference of the deployed networks",
     )
     parser.add_argument("--json", metavar="FILE", help="also write the rows to FILE")
-    args = parser.parse_args(argv)
+    add_overrides(parser, "the detector's config")
+    return parser
+
+
+def _main(args: argparse.Namespace) -> None:
     header = "| pre-NMS | post-NMS | candidates | detections | AP | AP50 | " + " | ".join(
         f"{s} px ms" for s in args.sizes
     )
     print(header + " |")
     print("|" + "---|" * (6 + len(args.sizes)))
-    try:
-        rows = sweep(args)
-    except QuantMimicInputError as e:
-        print(f"settings_sweep: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    rows = sweep(args)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)
+
+
+def main(argv: list[str] | None = None) -> None:
+    run("settings_sweep", get_parser(), _main, argv)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import argparse
 import os
 import sys
 
-from .cli import run, write_json
+from .cli import make_parser, run, write_json
 
 PROG = "voc_eval"
 
@@ -32,15 +32,22 @@ def _finite(x: float) -> float | None:
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser = make_parser(PROG, __doc__)
     parser.add_argument("--pred", required=True, metavar="DIR", help="folder of per-class detection files")
     parser.add_argument(
         "--voc", required=True, metavar="DIR", help="VOC folder: Annotations/, ImageSets/Main/"
     )
     parser.add_argument(
-        "--split", default="test", help="the image set evaluated (ImageSets/Main/<split>.txt)"
+        "--split",
+        default="test",
+        metavar="SPLIT",
+        help="the image set evaluated (ImageSets/Main/<split>.txt)",
     )
-    parser.add_argument("--classes", help="class names, comma separated (default: read from the annotations)")
+    parser.add_argument(
+        "--classes",
+        metavar="A,B,...",
+        help="class names, comma separated (default: read from the annotations)",
+    )
     parser.add_argument(
         "--metric", choices=("07", "area"), help="07: 11-point AP; area: area under the curve"
     )

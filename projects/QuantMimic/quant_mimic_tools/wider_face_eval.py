@@ -19,13 +19,13 @@ import argparse
 import os
 import sys
 
-from .cli import run, write_json
+from .cli import make_parser, run, write_json
 
 PROG = "wider_face_eval"
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser = make_parser(PROG, __doc__)
     parser.add_argument("--pred", required=True, metavar="DIR", help="prediction folder: <event>/<image>.txt")
     parser.add_argument(
         "--gt", required=True, metavar="DIR", help="wider_face_val.mat and wider_{easy,medium,hard}_val.mat"
