@@ -43,6 +43,7 @@ PAGES = (
 )
 MARKER = re.compile(r"(<!-- table:([\w-]+) -->\n)(.*?)(<!-- /table -->)", re.DOTALL)
 NOT_MEASURED = "not yet measured"
+PARTS = ("preprocess", "backbone", "rpn", "roi_heads", "postprocess")
 SWEEP_KEYS = (
     "MODEL.RPN.PRE_NMS_TOPK_TEST",
     "MODEL.RPN.POST_NMS_TOPK_TEST",
