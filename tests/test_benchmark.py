@@ -11,7 +11,7 @@ import sys
 import pytest
 from conftest import REPO
 
-from quant_mimic.analysis import PARTS
+from quant_mimic.timing import PARTS
 
 
 @pytest.fixture(scope="module")

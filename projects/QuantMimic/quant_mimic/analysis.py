@@ -28,9 +28,8 @@ test-time resize is not applied, so any size can be compared):
 from __future__ import annotations
 
 import statistics
-import time
 import warnings
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 from detectron2.config import CfgNode
@@ -41,11 +40,10 @@ from torch import nn
 
 from .config import deployed_config
 from .errors import QuantMimicInputError
+from .timing import Lap, random_image, time_calls
 
 if TYPE_CHECKING:
     from .deploy import DeployedPredictor
-
-PARTS = ("preprocess", "backbone", "rpn", "roi_heads", "postprocess")
 
 
 def has_standard_box_branch(roi_heads: nn.Module) -> bool:
@@ -59,25 +57,15 @@ def has_standard_box_branch(roi_heads: nn.Module) -> bool:
 
 
 def staged_inference(
-    model: GeneralizedRCNN, batched_inputs: list[dict], sync: Callable[[], None] = lambda: None
-) -> tuple[list[dict[str, Instances]], dict[str, float], dict[str, int]]:
-    """``model.inference(batched_inputs)`` with each stage timed.
+    model: GeneralizedRCNN, batched_inputs: list[dict], lap: Lap = lambda part: None
+) -> tuple[list[dict[str, Instances]], dict[str, int]]:
+    """``model.inference(batched_inputs)`` with ``lap(part)`` called at the end of each part of
+    :data:`quant_mimic.timing.PARTS` (for :func:`quant_mimic.timing.time_calls`).
 
     Returns:
         results: as ``model.inference`` (one ``{"instances": Instances}`` per image).
-        seconds: time of each part in :data:`PARTS` (a part that did not run is 0).
         counts: ``proposals`` and ``detections`` of the first image.
     """
-    seconds = dict.fromkeys(PARTS, 0.0)
-    last = time.perf_counter()
-
-    def lap(part: str) -> None:
-        nonlocal last
-        sync()
-        now = time.perf_counter()
-        seconds[part] += now - last
-        last = now
-
     images = model.preprocess_image(batched_inputs)
     lap("preprocess")
     features = model.backbone(images.tensor)
@@ -106,7 +94,7 @@ def staged_inference(
     ]
     lap("postprocess")
     counts = {"proposals": len(proposals[0]), "detections": len(results[0]["instances"])}
-    return results, seconds, counts
+    return results, counts
 
 
 class _InferenceTensors(nn.Module):
@@ -135,26 +123,6 @@ def count_gflops(model: GeneralizedRCNN, image: torch.Tensor) -> dict[str, float
     return {"total": total / 1e9, "backbone": backbone / 1e9}
 
 
-def random_image(height: int, width: int, device: torch.device | str = "cpu", seed: int = 0) -> torch.Tensor:
-    """A reproducible noise image, Tensor[3, height, width] of 0-255 floats."""
-    generator = torch.Generator().manual_seed(seed)
-    return (torch.rand(3, height, width, generator=generator) * 255).round().to(device)
-
-
-def _check_repeats(repeats: int, warmup: int) -> None:
-    if repeats < 1 or warmup < 0:
-        raise QuantMimicInputError(
-            f"repeats is {repeats} and warmup {warmup}: use repeats >= 1, warmup >= 0."
-        )
-
-
-def synchronizer(device: torch.device) -> Callable[[], None]:
-    """A function that waits for ``device`` (CUDA) before a clock is read; nothing to wait for on the CPU."""
-    if device.type == "cuda":
-        return lambda: torch.cuda.synchronize(device)
-    return lambda: None
-
-
 def model_cost(
     cfg: CfgNode,
     height: int,
@@ -177,11 +145,10 @@ def model_cost(
 
     Returns:
         ``params``, ``backbone_params`` (int); ``gflops``, ``backbone_gflops`` (float, None without
-        ``flops``); ``latency_ms``: median ms of ``total`` and of each part in :data:`PARTS`;
+        ``flops``); ``latency_ms``: median ms of ``total`` and of each part in :data:`.timing.PARTS`;
         ``roi_heads_includes_postprocess`` (bool); ``proposals``, ``detections`` (median counts, first
         image); ``input_size`` [height, width]; ``repeats``, ``warmup``, ``device``, ``threads``.
     """
-    _check_repeats(repeats, warmup)
     cfg = deployed_config(cfg)
     if model is None:
         model = build_model(cfg)
@@ -192,39 +159,20 @@ def model_cost(
         )
     model.eval()
     device = model.device
-    image = random_image(height, width, device)[: len(cfg.MODEL.PIXEL_MEAN)]  # 1 channel for grayscale
+    image = random_image(height, width, len(cfg.MODEL.PIXEL_MEAN), device)  # 1 channel for grayscale
     inputs = [{"image": image, "height": height, "width": width}]
-
-    sync = synchronizer(device)
-
-    totals: list[float] = []
-    parts: dict[str, list[float]] = {p: [] for p in PARTS}
-    counts: dict[str, list[int]] = {"proposals": [], "detections": []}
     with torch.no_grad():
         gflops = count_gflops(model, image) if flops else {"total": None, "backbone": None}
-        for i in range(warmup + repeats):
-            sync()
-            start = time.perf_counter()
-            _, seconds, n = staged_inference(model, inputs, sync)
-            total = time.perf_counter() - start
-            if i < warmup:
-                continue
-            totals.append(total)
-            for p in PARTS:
-                parts[p].append(seconds[p])
-            for k in counts:
-                counts[k].append(n[k])
-    latency = {"total": 1000 * statistics.median(totals)}
-    latency.update({p: 1000 * statistics.median(parts[p]) for p in PARTS})
+        timing = time_calls(lambda lap: staged_inference(model, inputs, lap)[1], repeats, warmup, device)
     return {
         "params": sum(p.numel() for p in model.parameters()),
         "backbone_params": sum(p.numel() for p in model.backbone.parameters()),
         "gflops": gflops["total"],
         "backbone_gflops": gflops["backbone"],
-        "latency_ms": latency,
+        "latency_ms": timing.median_ms(),
         "roi_heads_includes_postprocess": not has_standard_box_branch(model.roi_heads),
-        "proposals": int(statistics.median(counts["proposals"])),
-        "detections": int(statistics.median(counts["detections"])),
+        "proposals": int(statistics.median(n["proposals"] for n in timing.results)),
+        "detections": int(statistics.median(n["detections"] for n in timing.results)),
         "input_size": [height, width],
         "repeats": repeats,
         "warmup": warmup,
@@ -250,53 +198,29 @@ def deployed_latency(
         ``latency_ms`` (median ms of ``total`` and each part), ``detections`` (median count, first image),
         ``input_size``, ``batch``, ``repeats``, ``warmup``, ``device``, ``threads``.
     """
-    _check_repeats(repeats, warmup)
-    device = predictor.device
     channels = len(predictor.spec["input"]["pixel_mean"])
     inputs = [
         {
-            "image": random_image(height, width, seed=i)[:channels].to(torch.uint8),
+            "image": random_image(height, width, channels, seed=i).to(torch.uint8),
             "height": height,
             "width": width,
         }
         for i in range(batch)
     ]
 
-    sync = synchronizer(device)
-
-    parts: dict[str, list[float]] = {p: [] for p in PARTS}
-    totals: list[float] = []
-    counts: list[int] = []
-    seconds = dict.fromkeys(PARTS, 0.0)
-    last = 0.0
-
-    def lap(part: str) -> None:
-        nonlocal last
-        sync()
-        now = time.perf_counter()
-        seconds[part] += now - last
-        last = now
-
-    for i in range(warmup + repeats):
-        seconds.update(dict.fromkeys(PARTS, 0.0))
-        sync()
-        start = last = time.perf_counter()
+    def run(lap: Lap) -> int:
         results = predictor.model(inputs, lap=lap)
-        lap("postprocess")
-        if i >= warmup:
-            totals.append(time.perf_counter() - start)
-            for p in PARTS:
-                parts[p].append(seconds[p])
-            counts.append(len(results[0]["instances"]))
-    latency = {"total": 1000 * statistics.median(totals)}
-    latency.update({p: 1000 * statistics.median(parts[p]) for p in PARTS})
+        lap("postprocess")  # the conversion to Instances, with the one wait for the device
+        return len(results[0]["instances"])
+
+    timing = time_calls(run, repeats, warmup, predictor.device)
     return {
-        "latency_ms": latency,
-        "detections": int(statistics.median(counts)),
+        "latency_ms": timing.median_ms(),
+        "detections": int(statistics.median(timing.results)),
         "input_size": [height, width],
         "batch": batch,
         "repeats": repeats,
         "warmup": warmup,
-        "device": str(device),
+        "device": str(predictor.device),
         "threads": torch.get_num_threads(),
     }

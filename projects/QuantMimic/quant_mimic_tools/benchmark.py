@@ -44,7 +44,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -65,6 +64,7 @@ def _measure(
     from quant_mimic.compat import feed_batches
     from quant_mimic.config import build_config
     from quant_mimic.engine import Trainer
+    from quant_mimic.timing import time_calls
 
     config = (
         "qm_R_tiny_FPN.yaml"
@@ -87,36 +87,25 @@ def _measure(
     feed_batches(trainer._trainer, itertools.repeat(data))
     model = trainer.model
 
-    def step():
+    def step(lap: Callable[[str], None]) -> None:
         if kind == "teacher_forward":
             model.teacher.features(data)
         else:
             trainer.run_step()
-
-    def sync():
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
+        trainer.iter += 1
 
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    times = []
     with EventStorage() as storage:
-        trainer.storage = storage
-        for i in range(warmup + steps):
-            trainer.iter = i
-            sync()
-            start = time.perf_counter()
-            step()
-            sync()
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
+        trainer.storage, trainer.iter = storage, 0
+        median_s = time_calls(step, steps, warmup, device).median_s()
     if device.startswith("cuda"):
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
     shutil.rmtree(output, ignore_errors=True)
-    return {"kind": kind, "median_s": statistics.median(times), "peak_mb": peak_mb, "steps": steps}
+    return {"kind": kind, "median_s": median_s, "peak_mb": peak_mb, "steps": steps}
 
 
 def _teacher_weights(folder: str) -> str:
@@ -134,8 +123,6 @@ def _teacher_weights(folder: str) -> str:
 
 
 GRAPH_UNTIMED_PARTS = ("backbone", "rpn", "roi_heads")  # inside a whole-detector graph: no laps
-PARTS_LABELS = [("preprocess", "preproc"), ("backbone", "backbone"), ("rpn", "rpn"), ("roi_heads", "roi_heads"),
-                ("postprocess", "postproc")]  # fmt: skip
 
 
 def measure_training(args: argparse.Namespace) -> dict:
@@ -297,15 +284,10 @@ def session_latency(session: Any, shape: tuple, repeats: int, warmup: int) -> fl
     ``shape``."""
     import numpy as np
 
+    from quant_mimic.timing import time_calls
+
     feeds = {session.get_inputs()[0].name: np.zeros(shape, dtype=np.float32)}
-    for _ in range(warmup):
-        session.run(None, feeds)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        session.run(None, feeds)
-        times.append(1000 * (time.perf_counter() - start))
-    return statistics.median(times)
+    return 1000 * time_calls(lambda lap: session.run(None, feeds), repeats, warmup).median_s()
 
 
 def median_round(runs: list[dict], time: Callable[[dict], float], record: str) -> dict:
@@ -379,11 +361,13 @@ def measure_inference(args: argparse.Namespace) -> dict:
 
 
 def print_pair(args: argparse.Namespace, results: dict, title: str) -> None:
+    from quant_mimic.timing import PART_LABELS, PARTS
+
     print(title)
     print(f"  teacher {results['configs']['teacher']} ({results['weights']['teacher']} weights)")
     print(f"  student {results['configs']['student']} ({results['weights']['student']} weights)")
     header = f"{'size':>9}  {'model':<8}{'run':<20}{'GFLOPs':>8}{'total':>9}"
-    header += "".join(f"{label:>10}" for _, label in PARTS_LABELS) + f"{'dets':>6}{'img/s':>8}"
+    header += "".join(f"{PART_LABELS.get(p, p):>10}" for p in PARTS) + f"{'dets':>6}{'img/s':>8}"
     print(header)
     for key, row in results.items():
         if key in ("configs", "weights"):
@@ -401,7 +385,7 @@ def print_pair(args: argparse.Namespace, results: dict, title: str) -> None:
                 whole = "graph" in kind
                 line += "".join(
                     f"{'-':>10}" if whole and part in GRAPH_UNTIMED_PARTS else f"{ms[part]:>10.1f}"
-                    for part, _ in PARTS_LABELS
+                    for part in PARTS
                 )
                 line += f"{c['detections']:>6}{1000 * batch / ms['total']:>8.0f}"
                 print(line)

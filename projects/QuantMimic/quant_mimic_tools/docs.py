@@ -43,7 +43,6 @@ PAGES = (
 )
 MARKER = re.compile(r"(<!-- table:([\w-]+) -->\n)(.*?)(<!-- /table -->)", re.DOTALL)
 NOT_MEASURED = "not yet measured"
-PARTS = ("preprocess", "backbone", "rpn", "roi_heads", "postprocess")
 SWEEP_KEYS = (
     "MODEL.RPN.PRE_NMS_TOPK_TEST",
     "MODEL.RPN.POST_NMS_TOPK_TEST",
@@ -392,14 +391,18 @@ def bench_infer(infer: dict) -> str:
         for size, row in pair.items():
             if size in ("configs", "weights"):
                 continue
+            runs = [
+                (model, kind, m) for model in ("teacher", "student") for kind, m in row.get(model, {}).items()
+            ]
+            # the parts as the record names them (quant_mimic.timing.PARTS when it was measured)
+            parts = [p for p in runs[0][2]["latency_ms"] if p != "total"] if runs else []
             rows = []
-            for model in ("teacher", "student"):
-                for kind, m in row.get(model, {}).items():
-                    ms = m["latency_ms"]
-                    rows.append([model, kind, num(m.get("gflops"), 3), num(ms["total"]),
-                                 *(num(ms.get(p)) for p in PARTS), m.get("detections", "-")])  # fmt: skip
+            for model, kind, m in runs:
+                ms = m["latency_ms"]
+                rows.append([model, kind, num(m.get("gflops"), 3), num(ms["total"]),
+                             *(num(ms.get(p)) for p in parts), m.get("detections", "-")])  # fmt: skip
             title = f"**{pair_name}, {size} px** (teacher: {weights.get('teacher', '?')}; student: {weights.get('student', '?')})"
-            header = ["model", "run", "GFLOPs", "total ms", *PARTS, "dets"]
+            header = ["model", "run", "GFLOPs", "total ms", *parts, "dets"]
             out.append(title + "\n\n" + table(header, rows))
             r = row.get("ratios", {})
             best = r.get("best_deployed", {})

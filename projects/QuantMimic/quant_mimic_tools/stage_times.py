@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
@@ -29,12 +28,15 @@ from .settings import SETTINGS, SHAPES, Setting
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-def random_image(cfg, height: int, width: int, objects: int, generator: torch.Generator) -> dict:
+def random_input(cfg, height: int, width: int, objects: int, generator: torch.Generator) -> dict:
     """A training input: uint8 Tensor[C, H, W] in INPUT.FORMAT's channel count, ``objects`` boxes of 20-200 px."""
     from detectron2.structures import Boxes, Instances
 
+    from quant_mimic.timing import random_image
+
     channels = 1 if cfg.INPUT.FORMAT == "L" else 3
-    image = torch.randint(0, 255, (channels, height, width), dtype=torch.uint8, generator=generator)
+    seed = int(torch.randint(0, 2**31, (), generator=generator))
+    image = random_image(height, width, channels, seed=seed).to(torch.uint8)
     instances = Instances((height, width))
     side = torch.tensor([max(width - 200, 1), max(height - 200, 1)])
     corner = torch.rand(objects, 2, generator=generator) * side
@@ -42,20 +44,6 @@ def random_image(cfg, height: int, width: int, objects: int, generator: torch.Ge
     instances.gt_boxes = Boxes(torch.cat([corner, corner + size], 1))
     instances.gt_classes = torch.randint(0, cfg.MODEL.ROI_HEADS.NUM_CLASSES, (objects,), generator=generator)
     return {"image": image, "instances": instances, "height": height, "width": width}
-
-
-def seconds_per_call(fn, warmup: int, iters: int, device: str) -> float:
-    from quant_mimic.analysis import synchronizer
-
-    sync = synchronizer(torch.device(device))
-    for _ in range(warmup):
-        fn()
-    sync()
-    start = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    sync()
-    return (time.perf_counter() - start) / iters
 
 
 def evaluations(max_iter: int, period: int) -> int:
@@ -73,6 +61,7 @@ def time_stage(setting: Setting, config: str, device: str, warmup: int, iters: i
 
     from quant_mimic.config import build_config
     from quant_mimic.deploy.runtime import resized_shape
+    from quant_mimic.timing import time_calls
 
     cfg = build_config(str(CONFIGS / config), ["MODEL.DEVICE", device, "MODEL.WEIGHTS", ""])
     height, width, objects = setting.typical_image
@@ -83,7 +72,7 @@ def time_stage(setting: Setting, config: str, device: str, warmup: int, iters: i
     qm = cfg.MODEL.META_ARCHITECTURE == "QuantMimicRCNN"
     optimizer = build_optimizer(cfg, model)
     generator = torch.Generator().manual_seed(0)
-    batch = [random_image(cfg, *train_size, objects, generator) for _ in range(cfg.SOLVER.IMS_PER_BATCH)]
+    batch = [random_input(cfg, *train_size, objects, generator) for _ in range(cfg.SOLVER.IMS_PER_BATCH)]
     model.train()
 
     def step():
@@ -93,13 +82,13 @@ def time_stage(setting: Setting, config: str, device: str, warmup: int, iters: i
         optimizer.step()
 
     with EventStorage(0):
-        train = seconds_per_call(step, warmup, iters, device)
+        train = time_calls(lambda lap: step(), iters, warmup, device).median_s()
     detector = model.student if qm else model
     detector.eval()
-    image = random_image(cfg, *test_size, 0, generator)
+    image = random_input(cfg, *test_size, 0, generator)
     del image["instances"]
     with torch.no_grad():
-        test = seconds_per_call(lambda: detector([image]), warmup, iters, device)
+        test = time_calls(lambda lap: detector([image]), iters, warmup, device).median_s()
     n_evals = evaluations(cfg.SOLVER.MAX_ITER, cfg.TEST.EVAL_PERIOD)
     return {
         "config": config,

@@ -38,7 +38,7 @@ from .boxes import (
     matrix_nms,
     pairwise_iou,
 )
-from .detector import PARTS, CudaGraphRunner, DeployedDetector
+from .detector import CudaGraphRunner, DeployedDetector
 from .folder import (
     DEPLOY_FILE,
     FORMAT_VERSION,
@@ -67,7 +67,7 @@ from .predictor import DeployedPredictor, to_instances
 
 __all__ = [
     "BACKENDS", "DEPLOY_FILE", "FORMAT_VERSION", "GRAPH_BACKEND", "MANIFEST_FILE", "MANIFEST_VERSION",
-    "MAX_ONNX_GRAPHS", "MAX_STATIC_NMS_TOPK", "NETWORK_FILES", "ONNX_BACKENDS", "ONNX_FILES", "PARTS",
+    "MAX_ONNX_GRAPHS", "MAX_STATIC_NMS_TOPK", "NETWORK_FILES", "ONNX_BACKENDS", "ONNX_FILES",
     "SPEC_KEYS", "STATIC_NMS_ROUNDS", "CudaGraphRunner", "DeployedDetector", "DeployedFolderError",
     "DeployedPredictor", "OnnxDetectorGraphs", "OnnxNetwork", "check_manifest", "choose_backend",
     "clip_boxes", "decode_boxes", "file_sha256", "finite", "grid_anchors", "grouped_nms", "keep_mask",

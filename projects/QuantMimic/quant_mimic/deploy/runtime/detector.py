@@ -23,8 +23,6 @@ from .boxes import (
     matrix_nms,
 )
 
-PARTS = ("backbone", "rpn", "roi_heads", "postprocess")
-
 
 class DeployedDetector(nn.Module):
     """Batched inference of a deployed two-stage detector (Faster R-CNN / R-FCN).
@@ -228,7 +226,8 @@ class DeployedDetector(nn.Module):
     def forward(
         self, images: torch.Tensor, image_sizes: torch.Tensor, lap: Callable[[str], None] | None = None
     ) -> tuple[torch.Tensor, ...]:
-        """``lap(part)``, if given, is called after each part of :data:`PARTS` (for timing; under a CUDA
+        """``lap(part)``, if given, is called after each part: "backbone", "rpn", "roi_heads", "postprocess"
+        (the parts of ``quant_mimic.timing.PARTS`` after "preprocess", for timing; under a CUDA
         graph the whole detector is one part, "postprocess"). Returns boxes, scores, classes, valid (see
         the class) and ``converged`` (Bool Tensor[]: False when the static NMS needs more rounds, then the
         caller runs the images again with exact NMS: :meth:`exact`)."""
