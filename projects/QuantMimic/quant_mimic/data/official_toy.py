@@ -27,6 +27,8 @@ from typing import Dict, List, Tuple
 import cv2
 import numpy as np
 
+from .voc import voc_annotation_xml
+
 __all__ = [
     "TOY_VOC_CLASSES",
     "WIDER_DIFFICULTY_MIN_SIZE",
@@ -91,22 +93,6 @@ def _draw_object(image: np.ndarray, shape: str, color: Tuple[int, int, int], box
         raise ValueError(f"unknown shape {shape!r}")
 
 
-def _voc_xml(fileid: str, height: int, width: int, objects: List[Tuple[str, Tuple, int]]) -> str:
-    """The annotation of one image; ``objects``: (class, (x1, y1, x2, y2) exclusive pixels, difficult)."""
-    parts = [
-        f"<annotation><folder>VOC</folder><filename>{fileid}.jpg</filename>",
-        f"<size><width>{width}</width><height>{height}</height><depth>3</depth></size><segmented>0</segmented>",
-    ]
-    for name, (x1, y1, x2, y2), difficult in objects:
-        # VOC corners are 1-based and inclusive
-        parts.append(
-            f"<object><name>{name}</name><pose>Unspecified</pose><truncated>0</truncated>"
-            f"<difficult>{difficult}</difficult><bndbox><xmin>{x1 + 1}</xmin><ymin>{y1 + 1}</ymin>"
-            f"<xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
-        )
-    return "".join(parts) + "</annotation>\n"
-
-
 def _write_if_changed(path: Path, text: str) -> None:
     if not path.is_file() or path.read_text() != text:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -151,7 +137,7 @@ def write_toy_voc(root: str | os.PathLike, image_size: Tuple[int, int] = (128, 1
             fileid = f"{folder[3:]}_{start + i:06d}"
             cv2.imwrite(str(base / "JPEGImages" / f"{fileid}.jpg"), image)
             _write_if_changed(
-                base / "Annotations" / f"{fileid}.xml", _voc_xml(fileid, height, width, objects)
+                base / "Annotations" / f"{fileid}.xml", voc_annotation_xml(fileid, height, width, objects)
             )
             ids.append(fileid)
         _write_if_changed(base / "ImageSets" / "Main" / f"{split}.txt", "".join(f"{i}\n" for i in ids))
@@ -180,8 +166,8 @@ def write_toy_wider_face(root: str | os.PathLike, image_size: Tuple[int, int] = 
     overlapping; every 7th face is ``invalid`` (kept out of training as a crowd box and out of every
     difficulty list). Images go round-robin into :data:`TOY_WIDER_EVENTS`.
     """
-    from ..evaluation.wider_face import WIDER_SETTINGS, WiderFaceGroundTruth, write_wider_face_gt
     from .wider_face import WIDER_FACE_DIRNAME, wider_face_paths
+    from .wider_face_gt import WIDER_SETTINGS, WiderFaceGroundTruth, write_wider_face_gt
 
     base = Path(root) / WIDER_FACE_DIRNAME
     height, width = image_size

@@ -14,14 +14,21 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.pascal_voc import CLASS_NAMES, load_voc_instances
 
 from ..errors import QuantMimicInputError
 
-__all__ = ["VOC_CLASS_NAMES", "VOC_SPLITS", "load_voc_instances_checked", "register_checked_voc"]
+__all__ = [
+    "VOC_CLASS_NAMES",
+    "VOC_SPLITS",
+    "load_voc_instances_checked",
+    "read_image_set",
+    "register_checked_voc",
+    "voc_annotation_xml",
+]
 
 VOC_CLASS_NAMES = tuple(CLASS_NAMES)
 # (name, folder under the data sets root, split): detectron2's own table (detectron2/data/datasets/builtin.py).
@@ -115,7 +122,9 @@ def _check_voc_xml(anno_file: str, class_names: Sequence[str], check_eval_fields
                     _check_number(value, int, anno_file, f"<{field}> of its {where}")
 
 
-def _read_image_set(dirname: str, split: str) -> List[str]:
+def read_image_set(dirname: str, split: str) -> List[str]:
+    """The image ids of ``dirname/ImageSets/Main/<split>.txt``, one a line; a missing file or a line of
+    several columns is a :class:`QuantMimicInputError` sentence."""
     path = os.path.join(dirname, "ImageSets", "Main", split + ".txt")
     try:
         with open(path, encoding="utf-8") as f:
@@ -172,7 +181,7 @@ def load_voc_instances_checked(
         check_eval_fields = split == "test"
     class_names = list(class_names)
     annotation_dir = os.path.join(dirname, "Annotations")
-    for fileid in _read_image_set(dirname, split):
+    for fileid in read_image_set(dirname, split):
         _check_voc_xml(os.path.join(annotation_dir, fileid + ".xml"), class_names, check_eval_fields)
     return load_voc_instances(dirname, split, class_names)
 
@@ -210,3 +219,26 @@ def register_checked_voc(root: str | os.PathLike) -> List[str]:
         )
         names.append(name)
     return names
+
+
+def voc_annotation_xml(
+    fileid: str,
+    height: int,
+    width: int,
+    objects: Sequence[Tuple[str, Tuple[int, int, int, int], int]],
+    folder: str = "VOC",
+) -> str:
+    """The Pascal VOC annotation (``Annotations/<fileid>.xml``) of one ``height`` x ``width`` image of
+    ``JPEGImages/<fileid>.jpg``; ``objects``: (class name, (x1, y1, x2, y2) pixels with x2 and y2
+    exclusive, difficult 0 or 1). VOC corners are 1-based and inclusive: written x1 + 1, y1 + 1, x2, y2."""
+    parts = [
+        f"<annotation><folder>{folder}</folder><filename>{fileid}.jpg</filename>",
+        f"<size><width>{width}</width><height>{height}</height><depth>3</depth></size><segmented>0</segmented>",
+    ]
+    for name, (x1, y1, x2, y2), difficult in objects:
+        parts.append(
+            f"<object><name>{name}</name><pose>Unspecified</pose><truncated>0</truncated>"
+            f"<difficult>{difficult}</difficult><bndbox><xmin>{x1 + 1}</xmin><ymin>{y1 + 1}</ymin>"
+            f"<xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
+        )
+    return "".join(parts) + "</annotation>\n"

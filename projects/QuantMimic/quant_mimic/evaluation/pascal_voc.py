@@ -230,10 +230,10 @@ def evaluate_voc_detection_files(
     Returns:
         (:func:`voc_summary`'s dict, class -> number of detections, classes without a detection file).
     """
-    from ..data.voc import _read_image_set
+    from ..data.voc import read_image_set
 
     image_set = os.path.join(voc_dir, "ImageSets", "Main", f"{split}.txt")
-    image_ids = set(_read_image_set(voc_dir, split))
+    image_ids = set(read_image_set(voc_dir, split))
     files = _find_detection_files(pred_dir, class_names)
     missing = [c for c, f in files.items() if f is None]
     if len(missing) == len(class_names):

@@ -18,8 +18,8 @@ from typing import Dict, List, NamedTuple, Tuple
 
 import numpy as np
 
+from ..data.wider_face_gt import WiderFaceGroundTruth
 from ..errors import QuantMimicInputError
-from .wider_face import WiderFaceGroundTruth
 
 __all__ = ["WiderFacePredictions", "read_wider_face_predictions"]
 
