@@ -23,7 +23,7 @@ lint: setup
 .PHONY: mutation
 mutation: setup
 	$(PY) -m pip install -q -r requirements-dev.txt
-	bash tools/mutation.sh $(ARGS)
+	bash dev/mutation/mutation.sh $(ARGS)
 
 # Rewrite the measured tables of README.md, MODEL_ZOO.md and projects/QuantMimic/docs/ from their records
 # (projects/QuantMimic/docs/records/*.json); tests/test_docs.py fails when a page and its record differ.

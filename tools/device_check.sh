@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks of a lent device, in one run (see ../shared/GPU.md for the wheels in .whl/ it installs):
+# The GPU checks of a GPU machine, in one run (its packages: tools/device_env.sh):
 # the CUDA tests, eager vs deployed AP on the built-in val set, the benchmark (batch 1 and 32, CUDA graphs,
 # fp16) and a short QM training run whose iteration time is compared with the benchmark's step.
 # Usage on the device: bash tools/device_check.sh TEACHER_WEIGHTS QUANT_TEACHER_WEIGHTS STUDENT_WEIGHTS

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The study on a lent GPU machine (see ../shared/GPU.md): students trained side by side (--jobs) on
+# The study on a GPU machine (its packages: tools/device_env.sh): students trained side by side (--jobs) on
 # teachers carried from another machine, so that every seed shares them; resumable on the next call.
 # Usage on the device: bash tools/device_study.sh TEACHERS_TAR SECONDS [study options, e.g. --only main --jobs 15]
 #   TEACHERS_TAR: tar.xz of teachers/<name>/{model_final.pth,metrics.json,last_checkpoint,config.yaml}, the

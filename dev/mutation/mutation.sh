@@ -6,14 +6,15 @@
 # the tests read (projects/QuantMimic/configs/). The files to mutate and the tests to run are the
 # [mutmut] section of setup.cfg, copied there. The tree you work in is never modified.
 #
-#   bash tools/mutation.sh          stage a fresh copy, run every mutant, print the score
-#   bash tools/mutation.sh score    print the score of the last run again (and the survivors)
+#   bash dev/mutation/mutation.sh          stage a fresh copy, run every mutant, print the score
+#   bash dev/mutation/mutation.sh score    print the score of the last run again (and the survivors)
 #
 # Environment: MUTATION_JOBS (mutants run at once, default 2), MUTATION_SOURCE (the checkout whose code
 # and tests are staged, default this one), MUTATION_STAGE (default build/mutation).
 set -euo pipefail
 
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+HERE=$REPO/dev/mutation
 SOURCE=${MUTATION_SOURCE:-$REPO}
 STAGE=${MUTATION_STAGE:-$REPO/build/mutation}
 JOBS=${MUTATION_JOBS:-2}
@@ -32,4 +33,4 @@ if [ "${1:-run}" = "run" ]; then
     (cd "$STAGE" && OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONWARNINGS=ignore "$MUTMUT" run --max-children "$JOBS")
 fi
 cd "$STAGE"
-"$PY" "$REPO/tools/mutation_score.py" --equivalents "$REPO/tools/mutation_equivalents.txt"
+"$PY" "$HERE/mutation_score.py" --equivalents "$HERE/mutation_equivalents.txt"
