@@ -7,7 +7,7 @@
     python projects/QuantMimic/train_net.py --config-file ... --dataset mytrain=coco:train.json:images/ \
         --dataset myval=voc:VOCdevkit/VOC2007:test DATASETS.TRAIN "('mytrain',)" DATASETS.TEST "('myval',)"
 
-The mimic loss is added by the trainer's step: quant_mimic/engine/trainer.py.
+The mimic loss is computed by the model itself (QuantMimicRCNN.forward: quant_mimic/modeling/meta_arch.py).
 
 Bad input (config, weights, data, checkpoints) ends as one line ``train_net.py: error: <sentence>`` on
 stderr and exit status 2, whether it is found before the workers start or inside one.
