@@ -101,25 +101,20 @@ def _check_voc_xml(anno_file: str, class_names: Sequence[str], check_eval_fields
                 f"The VOC annotation {anno_file} has no <bndbox> in its {where} ({name}): add the box or "
                 f"{_FIX_XML}."
             )
-        for coord in _COORDS:
-            value = _text(bndbox.find(coord))
+        # (parent, tag, how the message names it, why it is read, number type; None: text)
+        fields = [(bndbox, c, f"<bndbox><{c}>", "", int if check_eval_fields else float) for c in _COORDS]
+        if check_eval_fields:  # detectron2's loader reads the corners with float(), its evaluator with int()
+            why = ", which the Pascal VOC evaluation reads"
+            fields += [(obj, f, f"<{f}>", why, None if f == "pose" else int) for f in _EVAL_FIELDS]
+        for parent, tag, label, why, kind in fields:
+            value = _text(parent.find(tag))
             if value is None:
                 raise QuantMimicInputError(
-                    f"The VOC annotation {anno_file} has no <bndbox><{coord}> in its {where} ({name}): add it or "
+                    f"The VOC annotation {anno_file} has no {label} in its {where} ({name}){why}: add it or "
                     f"{_FIX_XML}."
                 )
-            # detectron2's loader reads float(); its evaluator reads int().
-            _check_number(value, int if check_eval_fields else float, anno_file, f"<{coord}> of its {where}")
-        if check_eval_fields:
-            for field in _EVAL_FIELDS:
-                value = _text(obj.find(field))
-                if value is None:
-                    raise QuantMimicInputError(
-                        f"The VOC annotation {anno_file} has no <{field}> in its {where} ({name}), which the "
-                        f"Pascal VOC evaluation reads: add it or {_FIX_XML}."
-                    )
-                if field != "pose":
-                    _check_number(value, int, anno_file, f"<{field}> of its {where}")
+            if kind is not None:
+                _check_number(value, kind, anno_file, f"<{tag}> of its {where}")
 
 
 def read_image_set(dirname: str, split: str) -> List[str]:

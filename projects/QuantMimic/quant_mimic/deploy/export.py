@@ -29,7 +29,7 @@ from ..config import deployed_config
 from ..errors import QuantMimicInputError
 from ..modeling.rfcn import RFCNROIHeads
 from .fold import fold_batch_norm
-from .runtime import (
+from .runtime.folder import (
     DEPLOY_FILE,
     FORMAT_VERSION,
     MANIFEST_FILE,

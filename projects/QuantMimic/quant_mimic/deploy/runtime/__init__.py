@@ -26,51 +26,24 @@ Runtime), :mod:`.images` (resize and input format) and :mod:`.predictor` (``Depl
 imports nothing else of ``quant_mimic``: it loads on its own, from its folder.
 """
 
-from .boxes import (
-    MAX_STATIC_NMS_TOPK,
-    STATIC_NMS_ROUNDS,
-    clip_boxes,
-    decode_boxes,
-    finite,
-    grid_anchors,
-    grouped_nms,
-    keep_mask,
-    matrix_nms,
-    pairwise_iou,
-)
-from .detector import CudaGraphRunner, DeployedDetector
+# what the project imports from here; everything else from the module of its concept
+from .boxes import clip_boxes, decode_boxes, finite, grid_anchors, matrix_nms
+from .detector import DeployedDetector
 from .folder import (
     DEPLOY_FILE,
-    FORMAT_VERSION,
     MANIFEST_FILE,
-    MANIFEST_VERSION,
-    NETWORK_FILES,
     ONNX_FILES,
-    SPEC_KEYS,
     DeployedFolderError,
     check_manifest,
     file_sha256,
     load_spec,
 )
 from .images import resized_shape, to_model_format
-from .onnx_backends import (
-    BACKENDS,
-    GRAPH_BACKEND,
-    MAX_ONNX_GRAPHS,
-    ONNX_BACKENDS,
-    OnnxDetectorGraphs,
-    OnnxNetwork,
-    choose_backend,
-    onnx_session,
-)
-from .predictor import DeployedPredictor, to_instances
+from .onnx_backends import GRAPH_BACKEND, choose_backend, onnx_session
+from .predictor import DeployedPredictor
 
 __all__ = [
-    "BACKENDS", "DEPLOY_FILE", "FORMAT_VERSION", "GRAPH_BACKEND", "MANIFEST_FILE", "MANIFEST_VERSION",
-    "MAX_ONNX_GRAPHS", "MAX_STATIC_NMS_TOPK", "NETWORK_FILES", "ONNX_BACKENDS", "ONNX_FILES",
-    "SPEC_KEYS", "STATIC_NMS_ROUNDS", "CudaGraphRunner", "DeployedDetector", "DeployedFolderError",
-    "DeployedPredictor", "OnnxDetectorGraphs", "OnnxNetwork", "check_manifest", "choose_backend",
-    "clip_boxes", "decode_boxes", "file_sha256", "finite", "grid_anchors", "grouped_nms", "keep_mask",
-    "load_spec", "matrix_nms", "onnx_session", "pairwise_iou", "resized_shape", "to_instances",
-    "to_model_format",
+    "DEPLOY_FILE", "GRAPH_BACKEND", "MANIFEST_FILE", "ONNX_FILES", "DeployedDetector", "DeployedFolderError",
+    "DeployedPredictor", "check_manifest", "choose_backend", "clip_boxes", "decode_boxes", "file_sha256",
+    "finite", "grid_anchors", "load_spec", "matrix_nms", "onnx_session", "resized_shape", "to_model_format",
 ]  # fmt: skip
