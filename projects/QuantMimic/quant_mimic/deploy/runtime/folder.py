@@ -45,7 +45,7 @@ def check_manifest(folder: str | Path) -> dict[str, Any]:
     if not folder.is_dir() or not (manifest_path.is_file() or (folder / DEPLOY_FILE).is_file()):
         raise DeployedFolderError(
             f"{folder / DEPLOY_FILE} does not exist: {folder} is not a deployed model; write one with "
-            "`python -m quant_mimic_tools.deploy --config-file ... --output DIR` (deploy again)."
+            "`python -m quant_mimic_tools.deploy --config-file ... --output-dir DIR` (deploy again)."
         )
     if not manifest_path.is_file():
         raise DeployedFolderError(
