@@ -70,7 +70,7 @@ from quant_mimic.data.user import (  # noqa: E402
 )
 from quant_mimic.engine import Trainer, check_run_inputs  # noqa: E402
 from quant_mimic.engine.checks import check_before_launch  # noqa: E402
-from quant_mimic.engine.run_dir import LAST_CHECKPOINT, eval_output_dir, resume_point  # noqa: E402
+from quant_mimic.engine.run_dir import eval_output_dir, last_checkpoint_name, resume_point  # noqa: E402
 from quant_mimic.engine.run_lock import run_lock  # noqa: E402
 from quant_mimic.engine.stride_fit import resolve_stride  # noqa: E402
 from quant_mimic.engine.trusted_writes import resume_advice  # noqa: E402
@@ -105,11 +105,7 @@ def interrupted(run_dir: str, iteration: int | None = None, quiet: bool = False)
     continues from (``quiet``: no line, for the workers of a multi-process run)."""
     if not quiet:
         where = f" at iteration {iteration}" if iteration is not None else ""
-        try:
-            with open(os.path.join(run_dir, LAST_CHECKPOINT)) as f:
-                name = f.read().strip()
-        except OSError:
-            name = ""
+        name = last_checkpoint_name(run_dir)
         if name:
             then = f"--resume continues from {os.path.join(os.path.abspath(run_dir), name)}"
         else:

@@ -41,6 +41,23 @@ def add_overrides(parser: argparse.ArgumentParser, what: str = "the config") -> 
     )
 
 
+def add_seeds(
+    parser: argparse.ArgumentParser, help: str, default: list[int] | None = None, flag: str = "--seeds"
+) -> None:
+    """A list of seeds (``--seeds 0 1 2``), the one meaning of ``--seeds`` in every command."""
+    parser.add_argument(
+        flag, type=int, nargs="+", default=[0] if default is None else default, metavar="SEED", help=help
+    )
+
+
+def add_model(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--config-file`` (required) and ``--weights`` (default: the config's MODEL.WEIGHTS) of ``what``."""
+    parser.add_argument("--config-file", required=True, metavar="FILE", help=f"{what}'s config")
+    parser.add_argument(
+        "--weights", metavar="FILE", help="its trained checkpoint (default: the config's MODEL.WEIGHTS)"
+    )
+
+
 def write_json(path: str, data: Any) -> None:
     """``data`` as indented JSON in ``path``, and a line saying so."""
     with open(path, "w") as f:

@@ -23,15 +23,12 @@ from pathlib import Path
 from quant_mimic.data.user import add_dataset_argument
 from quant_mimic.errors import QuantMimicInputError
 
-from .cli import add_overrides, make_parser, run
+from .cli import add_model, add_overrides, make_parser, run
 
 
 def get_parser() -> argparse.ArgumentParser:
     parser = make_parser("deploy", __doc__)
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="the detector's config")
-    parser.add_argument(
-        "--weights", metavar="FILE", help="its trained checkpoint (default: the config's MODEL.WEIGHTS)"
-    )
+    add_model(parser, "the detector")
     parser.add_argument(
         "--output-dir", required=True, dest="output", metavar="DIR", help="the deployed folder to write"
     )

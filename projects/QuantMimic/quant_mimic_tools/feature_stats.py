@@ -15,7 +15,7 @@ import argparse
 
 import torch
 
-from .cli import add_overrides, make_parser, run, write_json
+from .cli import add_model, add_overrides, make_parser, run, write_json
 
 STRIDES = (0.0625, 0.125, 0.25, 0.5, 1.0)
 
@@ -47,10 +47,7 @@ def feature_stats(model, inputs: list[dict], strides=STRIDES) -> dict[str, dict]
 
 def get_parser() -> argparse.ArgumentParser:
     parser = make_parser("feature_stats", __doc__)
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="the trained model's config")
-    parser.add_argument(
-        "--weights", metavar="FILE", help="its trained checkpoint (default: the config's MODEL.WEIGHTS)"
-    )
+    add_model(parser, "the trained model")
     parser.add_argument(
         "--images", type=int, default=16, help="validation images (DATASETS.TEST[0]) measured"
     )

@@ -55,7 +55,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cli import add_overrides, make_parser
+from .cli import add_overrides, add_seeds, make_parser
 from .results import finite_metric, read_final_metrics, table_cell
 from .settings import SETTINGS, SHAPES, Setting, register_data, write_toy_data
 
@@ -567,14 +567,7 @@ def get_parser() -> argparse.ArgumentParser:
         help="the first teacher's initialisation, its MODEL.WEIGHTS (default: its config's, the converted "
         "ImageNet weights; '': from scratch)",
     )
-    parser.add_argument(
-        "--seeds",
-        type=int,
-        nargs="+",
-        default=[0],
-        metavar="SEED",
-        help="student seeds, one student per kind each",
-    )
+    add_seeds(parser, "student seeds, one student per kind each")
     parser.add_argument(
         "--smoke", action="store_true", help="a few iterations per stage on a tiny (or toy) data set"
     )

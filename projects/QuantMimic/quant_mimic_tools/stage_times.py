@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .cli import make_parser
+from .cli import add_seeds, make_parser
 from .settings import SETTINGS, SHAPES, Setting
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -117,14 +117,7 @@ def get_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     parser.add_argument("--iters", type=int, default=20, help="timed steps")
-    parser.add_argument(
-        "--seeds",
-        type=int,
-        nargs="+",
-        default=[0],
-        metavar="SEED",
-        help="the main job's student seeds: one student per kind and seed",
-    )
+    add_seeds(parser, "the main job's student seeds: one student per kind and seed")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the numbers to FILE")
     return parser
 

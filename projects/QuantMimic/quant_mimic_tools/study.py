@@ -53,7 +53,7 @@ from pathlib import Path
 
 from quant_mimic.config import available_cores, default_num_workers
 
-from .cli import add_overrides, make_parser
+from .cli import add_overrides, add_seeds, make_parser
 from .pipeline import MainJob, Stage, run_stage, stage_command
 from .results import is_evaluation, read_final_metrics, read_metrics
 from .settings import SHAPES
@@ -472,9 +472,21 @@ def markdown(summary: dict, schedule: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _finish(fig, ax, path: Path, ylabel: str, title: str) -> Path:
+    """Label an against-iterations plot and write it as a PNG."""
+    from .report.figure import save_figure
+
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
 def ap_curves(output: Path, arms: list[Arm], seeds: dict[bool, list[int]], path: Path) -> Path:
     """PNG: val AP against iterations, the mean over seeds per arm with a +-1 std band."""
-    from .report.figure import plt, save_figure
+    from .report.figure import plt
 
     fig, ax = plt.subplots(figsize=(8, 4.8))
     for arm in arms:
@@ -495,12 +507,7 @@ def ap_curves(output: Path, arms: list[Arm], seeds: dict[bool, list[int]], path:
             iterations, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
             color=line.get_color(), alpha=0.2,
         )  # fmt: skip
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("box AP on the val set")
-    ax.set_title("students: mean and +-1 std over seeds")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return save_figure(fig, path)
+    return _finish(fig, ax, path, "box AP on the val set", "students: mean and +-1 std over seeds")
 
 
 def difference_curve(
@@ -528,7 +535,7 @@ def difference_curve(
 def difference_figure(output: Path, pairs: list[tuple[Arm, Arm]], seeds: dict, path: Path) -> Path | None:
     """PNG: val AP difference against iterations per pair (mean over seeds, 95% CI band): whether an
     early lead lasts to convergence."""
-    from .report.figure import plt, save_figure
+    from .report.figure import plt
 
     fig, ax = plt.subplots(figsize=(8, 4.8))
     drawn = 0
@@ -545,12 +552,8 @@ def difference_figure(output: Path, pairs: list[tuple[Arm, Arm]], seeds: dict, p
         plt.close(fig)
         return None
     ax.axhline(0.0, color="black", linewidth=0.8)
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("AP difference on the val set (same seed)")
-    ax.set_title("paired AP differences: mean and 95% CI over seeds")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return save_figure(fig, path)
+    return _finish(fig, ax, path, "AP difference on the val set (same seed)",
+                   "paired AP differences: mean and 95% CI over seeds")  # fmt: skip
 
 
 def evaluate_on_test(output: Path, arms: list[Arm], seeds: dict[bool, list[int]], dataset: str) -> None:
@@ -661,10 +664,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--teachers", type=Path, metavar="DIR", help="a folder with teachers trained elsewhere, e.g. the main "
                         "job's output/shapes (default: the study's own, <output>/teachers, on the students' "
                         "schedule)")  # fmt: skip
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], metavar="SEED",
-                        help="main comparison seeds")  # fmt: skip
-    parser.add_argument("--ablation-seeds", type=int, nargs="+", default=[0, 1], metavar="SEED",
-                        help="seeds of the ablation arms")  # fmt: skip
+    add_seeds(parser, "main comparison seeds", [0, 1, 2, 3, 4])
+    add_seeds(parser, "seeds of the ablation arms", [0, 1], flag="--ablation-seeds")
     parser.add_argument("--only", choices=("main", "ablations"), help="run one part of the study")
     parser.add_argument("--arms", nargs="+", metavar="ARM", help="run only these arms (names as in the tables)")  # fmt: skip
     parser.add_argument("--max-iter", type=int, default=2000, help="iterations per student")

@@ -23,6 +23,15 @@ TRAINING_RUN_MARKERS = (LAST_CHECKPOINT, "metrics.json")
 EVAL_SUBDIR = "eval"
 
 
+def last_checkpoint_name(folder: str) -> str:
+    """The checkpoint file ``<folder>/last_checkpoint`` names ("" if there is none or it cannot be read)."""
+    try:
+        with open(os.path.join(folder, LAST_CHECKPOINT)) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 def holds_training_run(folder: str) -> bool:
     """Whether ``folder`` holds a training run (``last_checkpoint`` or ``metrics.json``)."""
     return any(os.path.isfile(os.path.join(folder, m)) for m in TRAINING_RUN_MARKERS)

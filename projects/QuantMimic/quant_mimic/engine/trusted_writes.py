@@ -16,17 +16,13 @@ from detectron2.utils.events import JSONWriter
 
 from .. import atomic
 from ..atomic import WRITE_ERRNOS, atomic_write, write_failure
-from .run_dir import LAST_CHECKPOINT
+from .run_dir import last_checkpoint_name
 
 
 def resume_advice(output_dir: str) -> str:
     """What to do after a failed write in ``output_dir``: free space, then ``--resume`` from the
     checkpoint ``last_checkpoint`` names (every checkpoint there is complete)."""
-    try:
-        with open(os.path.join(output_dir, LAST_CHECKPOINT)) as f:
-            name = f.read().strip()
-    except OSError:
-        name = ""
+    name = last_checkpoint_name(output_dir)
     if name:
         return (
             f"free some space, then run the same command with --resume, which continues from "
