@@ -348,3 +348,20 @@ def test_a_second_study_on_a_folder_in_use_is_refused_in_one_sentence(tmp_path):
         with pytest.raises(FolderInUseError, match="pid"):
             study.main(["--report-only", "--output-dir", str(tmp_path)])
     assert not (tmp_path / "study.md").exists()  # nothing written by the refused run
+
+
+def test_records_hold_each_runs_small_files_and_the_teachers_fitted_stride(tmp_path):
+    out, teachers, records = tmp_path / "s", tmp_path / "s" / "teachers", tmp_path / "records"
+    fake_run(out / "qm_k8_seed0", [40.0, 41.0])
+    (out / "qm_k8_seed0" / study.TEST_METRICS).write_text('{"bbox/AP": 39.0}')
+    fake_run(teachers / "teacher_k8", [70.0])
+    (teachers / "teacher_k8" / "config.yaml").write_text(
+        "MODEL:\n  QUANTIZER:\n    ENABLED: true\n    STRIDE: 0.521981\n    STRIDE_CODES: 8\n"
+    )
+    (out / "study.json").write_text("{}")
+    assert study.quantizer_of(teachers / "teacher_k8") == {"stride": 0.521981, "stride_codes": 8}
+    assert study.quantizer_of(out / "qm_k8_seed0") == {}  # no config.yaml, or not quantized
+    study.export_records(out, teachers, ["teacher_k8"], ["qm_k8_seed0", "qm_seed1"], records)
+    copied = sorted(str(p.relative_to(records)) for p in records.rglob("*") if p.is_file())
+    assert copied == ["runs/qm_k8_seed0/metrics.json", f"runs/qm_k8_seed0/{study.TEST_METRICS}",
+                      "runs/teacher_k8/config.yaml", "runs/teacher_k8/metrics.json", "study.json"]  # fmt: skip

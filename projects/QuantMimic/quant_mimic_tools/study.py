@@ -556,6 +556,51 @@ def difference_figure(output: Path, pairs: list[tuple[Arm, Arm]], seeds: dict, p
                    "paired AP differences: mean and 95% CI over seeds")  # fmt: skip
 
 
+def quantizer_of(run: Path) -> dict:
+    """The quantizer a run trained with, from its config.yaml: ``{"stride": s, "stride_codes": K}`` where
+    it quantizes (s fitted where K > 0), else ``{}``."""
+    import yaml
+
+    record = run / "config.yaml"
+    q = (
+        (yaml.safe_load(record.read_text()) or {}).get("MODEL", {}).get("QUANTIZER", {})
+        if record.is_file()
+        else {}
+    )
+    return {"stride": q.get("STRIDE"), "stride_codes": q.get("STRIDE_CODES", 0)} if q.get("ENABLED") else {}
+
+
+RECORD_FILES = ("metrics.json", "config.yaml", TEST_METRICS)  # per run: small, and enough to redo the tables
+
+
+def export_records(
+    output: Path, teachers: Path, teacher_runs: list[str], runs: list[str], records: Path
+) -> None:
+    """Copy what the study's evidence is into ``records`` (small files, for the repository): its
+    study.json and study*.md, its figures, and each teacher's and student's metrics.json, config.yaml and
+    test metrics (not checkpoints)."""
+    import shutil
+
+    records.mkdir(parents=True, exist_ok=True)
+    for name in (
+        "study.json",
+        "study.md",
+        "study_test.md",
+        "ap_curves.png",
+        "ap_differences.png",
+        "matching_ratio.png",
+    ):
+        if (output / name).is_file():
+            shutil.copy2(output / name, records / name)
+    for folder, names in ((teachers, teacher_runs), (output, runs)):
+        for name in names:
+            for file in RECORD_FILES:
+                if (folder / name / file).is_file():
+                    (records / "runs" / name).mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(folder / name / file, records / "runs" / name / file)
+    print(f"study: records copied to {records}", file=sys.stderr)
+
+
 def evaluate_on_test(output: Path, arms: list[Arm], seeds: dict[bool, list[int]], dataset: str) -> None:
     """Evaluate every finished run's final model once on ``dataset`` (the test split), as a user would
     (``train_net.py --eval-only``; a QM run's exported student), and record its COCO metrics in
@@ -677,6 +722,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--report-only", action="store_true", help="only (re)write the tables and figures")
     parser.add_argument("--test", action="store_true", help="evaluate every finished run's final model once on "
                         "the test split (choices are made on val) and write the tables on test too: study_test.md")  # fmt: skip
+    parser.add_argument("--records", type=Path, metavar="DIR", help="also copy the study's record, figures "
+                        "and each run's metrics.json / config.yaml / test metrics (no checkpoints) to DIR, "
+                        "e.g. projects/QuantMimic/docs/records/study_single")  # fmt: skip
     parser.add_argument("--dry-run", action="store_true", help="print each run's train_net.py command")
     add_overrides(parser, "every student's config")
     return parser
@@ -747,7 +795,11 @@ def main(argv: list[str] | None = None) -> None:
             )
         summary["schedule"] = schedule
         summary["teachers"] = {
-            stage.name: {"AP": final.get(METRIC), "AP50": final.get("bbox/AP50")}
+            stage.name: {
+                "AP": final.get(METRIC),
+                "AP50": final.get("bbox/AP50"),
+                **quantizer_of(teachers / stage.name),
+            }
             for stage in teacher_stages
             if (final := read_final_metrics(teachers / stage.name)) is not None
         }
@@ -776,6 +828,10 @@ def main(argv: list[str] | None = None) -> None:
             (output / "study_test.md").write_text(markdown(on_test, schedule))
             update_record(output, {"test": on_test})
             print(markdown(on_test, schedule))
+        if args.records:
+            export_records(
+                output, teachers, [s.name for s in teacher_stages], [s.name for s in stages], args.records
+            )
         print(
             f"study: tables in {output / 'study.md'}, curves in {output / 'ap_curves.png'}", file=sys.stderr
         )
