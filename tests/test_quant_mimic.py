@@ -233,7 +233,7 @@ if build_widened_p3_fpn_for_tests.__name__ not in BACKBONE_REGISTRY:
     BACKBONE_REGISTRY.register(build_widened_p3_fpn_for_tests)
 
 
-def test_teacher_maps_of_several_channel_counts_are_refused(tmp_path):
+def test_teacher_maps_of_several_channel_counts_get_one_adapter_per_level(tmp_path):
     teacher = tmp_path / "teacher.yaml"  # its own RPN and box head read p2 only, so it builds
     teacher.write_text(
         f'_BASE_: "{STUDENT_CONFIG}"\nMODEL:\n  BACKBONE:\n    NAME: "build_widened_p3_fpn_for_tests"\n'
@@ -243,10 +243,12 @@ def test_teacher_maps_of_several_channel_counts_are_refused(tmp_path):
     cfg = build_config(
         str(QM_CONFIG), ["MODEL.DEVICE", "cpu", "MODEL.QUANT_MIMIC.TEACHER_CONFIG", str(teacher)]
     )
-    with pytest.raises(
-        QuantMimicInputError, match=r"Mimicked feature maps \['p2', 'p3', 'p4', 'p5'\] must have one"
-    ):
-        build_model(cfg)
+    model = build_model(cfg)  # the teacher's p3 is wider: each level gets its own adaptation conv
+    t_channels = model.teacher.model.backbone.output_shape()
+    assert [a.out_channels for a in model.adapter] == [
+        t_channels[f].channels for f in ["p2", "p3", "p4", "p5"]
+    ]
+    assert len({a.out_channels for a in model.adapter}) == 2
 
 
 @pytest.mark.parametrize("kernel, rois", [(1, 1), (3, 128)])
