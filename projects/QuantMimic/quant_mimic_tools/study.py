@@ -54,7 +54,7 @@ from pathlib import Path
 from quant_mimic.config import available_cores, default_num_workers
 
 from .cli import add_overrides, add_seeds, make_parser
-from .pipeline import MainJob, Stage, run_stage, stage_command
+from .pipeline import TRAIN_NET, MainJob, Stage, run_stage, stage_command
 from .results import is_evaluation, read_final_metrics, read_metrics
 from .settings import SHAPES
 
@@ -606,8 +606,6 @@ def evaluate_on_test(output: Path, arms: list[Arm], seeds: dict[bool, list[int]]
     (``train_net.py --eval-only``; a QM run's exported student), and record its COCO metrics in
     ``<run>/test_metrics.json``. A run that has the record is not evaluated again."""
     import subprocess
-
-    from .pipeline import TRAIN_NET
 
     for arm in arms:
         for seed in seeds[arm.main]:

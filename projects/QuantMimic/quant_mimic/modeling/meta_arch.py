@@ -170,7 +170,8 @@ class QuantMimicRCNN(nn.Module):
                 f"MODEL.QUANT_MIMIC.IN_FEATURES {in_features} are not maps of the student's backbone or of "
                 "its FPN's bottom-up network: name its outputs (e.g. p2..p5) or its stages (res2..res5)."
             )
-        t_shape = maps_part(teacher, in_features)[1] if maps_part(teacher, in_features)[0] == part else {}
+        t_part, t_shape = maps_part(teacher, in_features)
+        t_shape = t_shape if t_part == part else {}
         for f in in_features:
             if f not in t_shape or t_shape[f].stride != s_shape[f].stride:
                 raise QuantMimicInputError(
