@@ -359,6 +359,8 @@ def test_records_hold_each_runs_small_files_and_the_teachers_fitted_stride(tmp_p
         "MODEL:\n  QUANTIZER:\n    ENABLED: true\n    STRIDE: 0.521981\n    STRIDE_CODES: 8\n"
     )
     (out / "study.json").write_text("{}")
+    (out / "qm_seed1").mkdir()
+    (out / "qm_seed1" / "metrics.json").write_text('{"iteration": 9}')  # unfinished: no model_final.pth
     assert study.quantizer_of(teachers / "teacher_k8") == {"stride": 0.521981, "stride_codes": 8}
     assert study.quantizer_of(out / "qm_k8_seed0") == {}  # no config.yaml, or not quantized
     study.export_records(out, teachers, ["teacher_k8"], ["qm_k8_seed0", "qm_seed1"], records)

@@ -577,8 +577,8 @@ def export_records(
     output: Path, teachers: Path, teacher_runs: list[str], runs: list[str], records: Path
 ) -> None:
     """Copy what the study's evidence is into ``records`` (small files, for the repository): its
-    study.json and study*.md, its figures, and each teacher's and student's metrics.json, config.yaml and
-    test metrics (not checkpoints)."""
+    study.json and study*.md, its figures, and each finished teacher's and student's metrics.json,
+    config.yaml and test metrics (not checkpoints)."""
     import shutil
 
     records.mkdir(parents=True, exist_ok=True)
@@ -594,6 +594,8 @@ def export_records(
             shutil.copy2(output / name, records / name)
     for folder, names in ((teachers, teacher_runs), (output, runs)):
         for name in names:
+            if read_final_metrics(folder / name) is None:  # unfinished: resumed later, recorded then
+                continue
             for file in RECORD_FILES:
                 if (folder / name / file).is_file():
                     (records / "runs" / name).mkdir(parents=True, exist_ok=True)
