@@ -107,6 +107,10 @@ SINGLE_ARMS = (
           f"quant_k{k}") for k in _CODES),
     Arm("mimic_no_relu", _SINGLE.format("mimic", ""), "mimic without FEATURE_RELU", "fp",
         opts=("MODEL.QUANT_MIMIC.FEATURE_RELU", "False")),
+    Arm("mimic_lambda01", _SINGLE.format("mimic", ""), "mimic, lambda 0.1", "fp",
+        opts=("MODEL.QUANT_MIMIC.LOSS_WEIGHT", "0.1")),
+    Arm("qm_k16_lambda01", _SINGLE.format("qm", ""), "QM, stride fitted to 16 codes, lambda 0.1", "quant_k16",
+        opts=("MODEL.QUANT_MIMIC.LOSS_WEIGHT", "0.1")),
 )  # fmt: skip
 
 
@@ -191,6 +195,8 @@ ARCHITECTURES = {
         pairs=(
             *PAIRS,
             ("mimic_no_relu", "mimic"),
+            ("mimic_lambda01", "mimic"),
+            ("qm_k16_lambda01", "qm_k16"),
             *((f"qm_k{k}", "mimic") for k in _CODES),
             *((f"qm_k{k}", "qm") for k in _CODES),
         ),
