@@ -50,7 +50,7 @@ import quant_mimic  # noqa: E402, F401  (registers the project's models, backbon
 from quant_mimic.config import build_config, deployed_config, fall_back_to_cpu, resolve_config_path  # noqa: E402
 from quant_mimic.data.user import add_dataset_argument, configure_classes, register_user_datasets  # noqa: E402
 from quant_mimic.deploy.runtime import DeployedFolderError, load_spec  # noqa: E402
-from quant_mimic.engine.setup import check_weights  # noqa: E402
+from quant_mimic.engine.checks import check_weights  # noqa: E402
 from quant_mimic.errors import QuantMimicInputError  # noqa: E402
 from quant_mimic.predictor import VisualizationDemo  # noqa: E402
 from quant_mimic_tools.cli import HelpFormatter, add_overrides  # noqa: E402

@@ -63,13 +63,11 @@ from quant_mimic.config import build_config  # noqa: E402
 from quant_mimic.data import default_datasets_root, register_checked_voc  # noqa: E402
 from quant_mimic.data.user import (  # noqa: E402
     add_dataset_argument,
-    check_user_datasets,
     configure_classes,
     misplaced_dataset_option,
     register_user_datasets,
 )
-from quant_mimic.engine import Trainer, check_run_inputs  # noqa: E402
-from quant_mimic.engine.checks import check_before_launch  # noqa: E402
+from quant_mimic.engine import Trainer, check_run  # noqa: E402
 from quant_mimic.engine.run_dir import eval_output_dir, last_checkpoint_name, resume_point  # noqa: E402
 from quant_mimic.engine.run_lock import run_lock  # noqa: E402
 from quant_mimic.engine.stride_fit import resolve_stride  # noqa: E402
@@ -256,9 +254,7 @@ def cli(argv: list[str] | None = None) -> None:
     args = get_parser().parse_args(argv)
     try:  # check the inputs once, before any worker starts, so a mistake reads as one sentence
         cfg = prepare(args)
-        check_run_inputs(cfg, args.resume, args.eval_only)
-        args.data_notes = check_user_datasets(cfg, args.eval_only)  # json, images, boxes of --dataset
-        check_before_launch(cfg, args.num_gpus, args.num_machines, args.eval_only, args.resume_point)
+        args.data_notes = check_run(cfg, args)  # what the checks of --dataset data sets covered
     except QuantMimicInputError as e:
         fail(one_line(e))
     error_dir = tempfile.mkdtemp(prefix="quantmimic-errors-")

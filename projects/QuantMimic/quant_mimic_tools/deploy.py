@@ -58,7 +58,7 @@ def _deploy(args: argparse.Namespace, output: Path) -> Path:
     from quant_mimic.config import build_config, resolve_config_path
     from quant_mimic.data.user import configure_classes, register_user_datasets
     from quant_mimic.deploy import build_and_export
-    from quant_mimic.engine.setup import check_weights
+    from quant_mimic.engine.checks import check_weights
 
     opts = list(args.opts) + (["MODEL.WEIGHTS", args.weights] if args.weights else [])
     datasets = register_user_datasets(args.dataset)

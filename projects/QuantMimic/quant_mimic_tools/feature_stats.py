@@ -63,7 +63,7 @@ def _main(args: argparse.Namespace) -> None:
 
     import quant_mimic  # noqa: F401
     from quant_mimic.config import build_config
-    from quant_mimic.engine.setup import check_weights
+    from quant_mimic.engine.checks import check_weights
 
     opts = list(args.opts) + (["MODEL.WEIGHTS", args.weights] if args.weights else [])
     cfg = build_config(args.config_file, opts)

@@ -57,7 +57,7 @@ def sweep(args: argparse.Namespace) -> list[dict]:
     from quant_mimic.analysis import deployed_latency
     from quant_mimic.config import build_config
     from quant_mimic.deploy import DeployedPredictor, build_and_export
-    from quant_mimic.engine.setup import check_weights
+    from quant_mimic.engine.checks import check_weights
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)

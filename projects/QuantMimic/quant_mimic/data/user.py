@@ -13,9 +13,10 @@ takes the repeatable option::
 and registers NAME in detectron2's catalogs before the config is built, so ``DATASETS.TRAIN`` /
 ``DATASETS.TEST`` can name it; :func:`configure_classes` then sets ``MODEL.ROI_HEADS.NUM_CLASSES`` to its
 number of classes unless the command line sets it. Nothing happens on import: registration is
-:func:`register_user_datasets`, the checks before training are :func:`check_user_datasets` (json syntax
-with line and column, missing fields and ids, image files missing, unreadable or of another size than
-the annotation says, boxes of non-positive size or outside their image): each problem is one
+:func:`register_user_datasets`; the checks of one data set are :func:`check_user_dataset`, which
+``quant_mimic.engine.checks`` calls before a run for each one the run uses (json syntax with line and
+column, missing fields and ids, image files missing, unreadable or of another size than the annotation
+says, boxes of non-positive size or outside their image): each problem is one
 :class:`~quant_mimic.errors.QuantMimicInputError` sentence naming the file and the image id.
 
 COCO data sets are detectron2's ``register_coco_instances`` (``evaluator_type="coco"``, COCO AP); VOC data
@@ -41,7 +42,7 @@ from detectron2.data.datasets import register_coco_instances
 
 from ..errors import QuantMimicInputError
 from .example_datasets import write_example_datasets
-from .user_checks import check_user_dataset, check_user_datasets
+from .user_checks import check_user_dataset
 from .user_spec import (
     DATASET_SPEC_HELP,
     UserDataset,
@@ -57,7 +58,6 @@ __all__ = [
     "UserDataset",
     "add_dataset_argument",
     "check_user_dataset",
-    "check_user_datasets",
     "configure_classes",
     "parse_dataset_spec",
     "register_user_datasets",

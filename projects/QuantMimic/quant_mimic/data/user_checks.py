@@ -5,9 +5,8 @@ readable, of the annotated size) and boxes (positive size, inside their image), 
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, Sequence, Tuple
 
-from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
 
 from ..errors import QuantMimicInputError
@@ -232,17 +231,3 @@ def check_user_dataset(
         ds = found
     check = _check_coco if ds.format == "coco" else _check_voc
     return check(ds, for_training, for_evaluation, decode)
-
-
-def check_user_datasets(cfg: CfgNode, eval_only: bool = False) -> List[str]:
-    """Check the user data sets that ``cfg`` trains on (DATASETS.TRAIN, unless ``eval_only``) and
-    evaluates on (DATASETS.TEST). Returns the sentences to log."""
-    train = [] if eval_only else list(cfg.DATASETS.TRAIN)
-    test = list(cfg.DATASETS.TEST)
-    from .user import user_dataset  # the registry (user.py imports this module)
-
-    notes = []
-    for name in dict.fromkeys(train + test):
-        if user_dataset(name) is not None:
-            notes.append(check_user_dataset(name, for_training=name in train, for_evaluation=name in test))
-    return notes

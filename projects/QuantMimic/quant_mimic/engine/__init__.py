@@ -1,4 +1,4 @@
-from .setup import check_run_inputs
+from .checks import check_run
 from .trainer import Trainer
 
-__all__ = ["Trainer", "check_run_inputs"]
+__all__ = ["Trainer", "check_run"]
