@@ -1,21 +1,40 @@
-"""Loading a detector's weights from any checkpoint of this project."""
+"""What a checkpoint of this project holds, and loading a detector's weights from any of them.
+
+A ``QuantMimicRCNN`` checkpoint's model state holds the student's keys under :data:`STUDENT_PREFIX`, the
+frozen teacher's under :data:`TEACHER_PREFIX` (the model's attribute names) and the adapter's under
+``adapter.``; a student export (``student_final.pth``) and a teacher's checkpoint are plain detectron2
+ones. This module is the one place that knows these prefixes.
+"""
 
 from __future__ import annotations
 
 from detectron2.checkpoint import DetectionCheckpointer
 
 STUDENT_PREFIX = "student."
+TEACHER_PREFIX = "teacher."
+
+
+def is_quant_mimic_state(state: dict) -> bool:
+    """Whether a model state dict is a whole QuantMimicRCNN's (student and teacher keys)."""
+    return any(k.startswith(STUDENT_PREFIX) for k in state) and any(
+        k.startswith(TEACHER_PREFIX) for k in state
+    )
+
+
+def student_state(state: dict) -> dict:
+    """The student's weights in a model state dict, loadable into a plain detector: the ``student.*``
+    keys with the prefix removed where there are any (a QuantMimicRCNN's), else ``state`` itself."""
+    if not any(k.startswith(STUDENT_PREFIX) for k in state):
+        return state
+    return {k[len(STUDENT_PREFIX) :]: v for k, v in state.items() if k.startswith(STUDENT_PREFIX)}
 
 
 class StudentCheckpointer(DetectionCheckpointer):
     """A DetectionCheckpointer that loads a QuantMimicRCNN checkpoint's student into a plain detector
-    (keys ``student.*``, prefix removed; the teacher's and the adapter's are dropped). Other checkpoints
-    load as with DetectionCheckpointer."""
+    (:func:`student_state`: the teacher's and the adapter's weights are dropped). Other checkpoints load
+    as with DetectionCheckpointer."""
 
     def _load_model(self, checkpoint: dict):
-        state = checkpoint.get("model", {})
-        if any(k.startswith(STUDENT_PREFIX) for k in state):
-            checkpoint["model"] = {
-                k[len(STUDENT_PREFIX) :]: v for k, v in state.items() if k.startswith(STUDENT_PREFIX)
-            }
+        if "model" in checkpoint:
+            checkpoint["model"] = student_state(checkpoint["model"])
         return super()._load_model(checkpoint)

@@ -11,13 +11,12 @@ from detectron2.data import DatasetCatalog, DatasetMapper, build_detection_test_
 from detectron2.evaluation import COCOEvaluator
 from torch import nn
 
+from ..checkpoint import is_quant_mimic_state
 from ..errors import QuantMimicInputError
 from .mapper import ImageErrorNamingMapper
 from .run_dir import error_summary
 
 _MAX_KEYS_SHOWN = 8
-# The state dict keys of a QuantMimicRCNN checkpoint start with these (its student and frozen teacher).
-_QM_PREFIXES = ("student.", "teacher.")
 
 
 def _shown(keys: list[str], limit: int = _MAX_KEYS_SHOWN) -> str:
@@ -61,9 +60,7 @@ def load_teacher_weights(teacher: nn.Module, path: str, teacher_config: str) -> 
             f"Teacher weights {path} (MODEL.QUANT_MIMIC.TEACHER_WEIGHTS) hold no model state dict: pass "
             "the teacher's detectron2 checkpoint (its OUTPUT_DIR/model_final.pth)."
         )
-    if any(k.startswith(_QM_PREFIXES[0]) for k in state) and any(
-        k.startswith(_QM_PREFIXES[1]) for k in state
-    ):
+    if is_quant_mimic_state(state):
         raise QuantMimicInputError(
             f"Teacher weights {path} are a Quantization Mimic checkpoint (student + teacher), not a teacher's: "
             "pass the teacher's own OUTPUT_DIR/model_final.pth as MODEL.QUANT_MIMIC.TEACHER_WEIGHTS."
