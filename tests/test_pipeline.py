@@ -11,7 +11,7 @@ import cv2
 import pytest
 from conftest import REPO
 
-from quant_mimic_tools.pipeline import UserData, chain, get_parser, resolve_data, summarize
+from quant_mimic_tools.pipeline import UserData, chain_stages, get_parser, resolve_data, summarize
 
 STAGES = [
     "teacher_R18_2_FPN",
@@ -65,7 +65,7 @@ def check_report(report) -> None:
 
 
 def test_chain_order_and_teacher_wiring(tmp_path):
-    stages = chain(tmp_path, seeds=[0, 1])
+    stages = chain_stages(tmp_path, seeds=[0, 1])
     assert [s.name for s in stages][:5] == STAGES
     assert len(stages) == 8
     qm = stages[4]
@@ -78,7 +78,7 @@ def test_chain_order_and_teacher_wiring(tmp_path):
 def test_chain_on_user_data_reads_the_teachers_run_config(tmp_path):
     for val_format in ("coco", "voc"):
         data = UserData(["t=coco:/d/t.json:/d/t", "v=coco:/d/v.json:/d/v"], "t", "v", val_format)
-        stages = chain(tmp_path, seeds=[0], data=data)
+        stages = chain_stages(tmp_path, seeds=[0], data=data)
         assert [s.name for s in stages] == STAGES
         for stage, teacher in ((stages[3], "teacher_R18_2_FPN"), (stages[4], "teacher_R18_2_FPN_quant")):
             key = stage.opts.index("MODEL.QUANT_MIMIC.TEACHER_CONFIG")

@@ -39,16 +39,16 @@ from quant_mimic.data.wider_face import register_wider_face
 from quant_mimic.errors import QuantMimicInputError
 from quant_mimic.evaluation.wider_face import load_wider_face_gt
 from quant_mimic_tools import convert
+from quant_mimic_tools.chains import CHAINS, VOC, WIDER_FACE
 from quant_mimic_tools.pipeline import (
     JOB_RECORD,
-    chain,
+    chain_stages,
     check_job,
     get_parser,
     resolve_job,
     stage_command,
     write_results,
 )
-from quant_mimic_tools.settings import SETTINGS, VOC, WIDER_FACE
 
 E2E = os.environ.get("QUANTMIMIC_SETTINGS_E2E") == "1"
 DEMO = PROJECT / "demo.py"
@@ -103,7 +103,7 @@ def test_chains_run_the_papers_configs_with_the_teacher_runs_config(tmp_path):
         (VOC, "voc/teacher_R18_FPN.yaml"),
         (WIDER_FACE, "wider_face/teacher_VGG4_RFCN.yaml"),
     ):
-        stages = chain(tmp_path, [0, 1], setting=setting, teacher_weights="")
+        stages = chain_stages(tmp_path, [0, 1], chain=setting, teacher_weights="")
         assert [s.config for s in stages[:5]] == [s.config for s in setting.stages()]
         assert stages[0].config == teacher and stages[0].opts == ["MODEL.WEIGHTS", ""]
         assert stages[1].opts == ["MODEL.WEIGHTS", str(tmp_path / setting.teacher.name / "model_final.pth")]
@@ -114,12 +114,12 @@ def test_chains_run_the_papers_configs_with_the_teacher_runs_config(tmp_path):
         assert set(stages[4].paper) == set(setting.paper_metrics)
         for stage in stages:  # every config exists and is the paper's setting's own
             assert (CONFIGS / stage.config).is_file() and stage.config.startswith(f"{setting.name}/")
-    single = chain(tmp_path, [0], setting=SETTINGS["voc_single"])  # the paper's single-level Faster R-CNN
+    single = chain_stages(tmp_path, [0], chain=CHAINS["voc_single"])  # the paper's single-level Faster R-CNN
     assert [s.config for s in single] == [
-        s.config.replace("_FPN", "_single") for s in chain(tmp_path, [0], setting=VOC)
+        s.config.replace("_FPN", "_single") for s in chain_stages(tmp_path, [0], chain=VOC)
     ]
     assert all((CONFIGS / s.config).is_file() for s in single)
-    assert chain(tmp_path, [0], setting=VOC)[0].opts == []  # the config's ImageNet weights
+    assert chain_stages(tmp_path, [0], chain=VOC)[0].opts == []  # the config's ImageNet weights
     assert VOC.paper_metrics == ("AP50",) and WIDER_FACE.done_key == "wider_face/easy"
 
 
@@ -132,7 +132,7 @@ def fake_metrics(setting, value: float) -> dict:
 
 @pytest.mark.parametrize("setting", [VOC, WIDER_FACE], ids=lambda s: s.name)
 def test_results_table_has_the_setting_metric_and_the_papers_numbers(tmp_path, setting):
-    stages = chain(tmp_path, [0, 1], setting=setting)
+    stages = chain_stages(tmp_path, [0, 1], chain=setting)
     results = {s.name: fake_metrics(setting, 10.0 + i) for i, s in enumerate(stages)}
     write_results(tmp_path, stages, results, setting)
     record = json.loads((tmp_path / "results.json").read_text())
@@ -158,7 +158,7 @@ def parse(*argv):
 def test_the_job_record_keeps_setting_data_and_smoke_apart(tmp_path):
     out = tmp_path / "out"
     job = resolve_job(parse("--setting", "wider_face", "--smoke"), out)
-    assert job.setting is WIDER_FACE and job.data_root == out / "toy_data" and job.teacher_weights == ""
+    assert job.chain is WIDER_FACE and job.data_root == out / "toy_data" and job.teacher_weights == ""
     out.mkdir()
     (out / JOB_RECORD).write_text(json.dumps(job.record()))
     assert resolve_job(parse(), out) == job  # a rerun needs none of the options
@@ -348,13 +348,13 @@ def run_pipeline(*argv: str) -> subprocess.CompletedProcess:
 @pytest.mark.skipif(not E2E, reason="opt-in (2-4 min): QUANTMIMIC_SETTINGS_E2E=1")
 @pytest.mark.parametrize("name", ["voc", "wider_face"])
 def test_main_job_runs_the_settings_chain_end_to_end(tmp_path, name):
-    setting = SETTINGS[name]
+    setting = CHAINS[name]
     out = tmp_path / name
     checkpoints = ["SOLVER.CHECKPOINT_PERIOD", "3"]
     run = run_pipeline("--setting", name, "--smoke", "--output-dir", str(out), *checkpoints)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     root = out / "toy_data"
-    stages = chain(out, [0], setting=setting, teacher_weights="")
+    stages = chain_stages(out, [0], chain=setting, teacher_weights="")
     results = json.loads((out / "results.json").read_text())
     assert [r["model"] for r in results["runs"]] == [s.name for s in stages]
     for stage in stages:

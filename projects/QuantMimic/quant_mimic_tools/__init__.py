@@ -13,7 +13,7 @@ from detectron2/). Each runs as ``python -m quant_mimic_tools.<command>``:
     wider_face_eval  the official WIDER FACE evaluation of per-image prediction files: Easy / Medium / Hard AP
     voc_eval       Pascal VOC AP50 of every class beside the mean, from the devkit's per-class result files
 
-Also here: ``settings`` (the main job's chains: configs, data sets, metrics, the paper's numbers),
+Also here: ``chains`` (the main job's chains: configs, data sets, metrics, the paper's numbers),
 ``report`` (the main job's model-zoo table, pictures and index page) and ``results`` (the
 run readers and table formatting that the pipeline and the report share). ``quant_mimic`` never
 imports this package.

@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from .settings import SETTINGS
+from .chains import CHAINS
 
 PROJECT = Path(__file__).resolve().parents[1]
 ROOT = PROJECT.parents[1]
@@ -241,11 +241,11 @@ def model_zoo_setting(setting_name: str) -> Callable[[Records], str]:
     as ``main_job_<setting>.json``), else its configs and the paper's numbers, "not yet measured"."""
 
     def render(records: Records) -> str:
-        setting = SETTINGS[setting_name]
+        chain = CHAINS[setting_name]
         name = f"main_job_{setting_name}"
         rec = records.get(name)
-        labels = [m.label for m in setting.metrics] if rec is not None else list(setting.paper_metrics)
-        paper = list(setting.paper_metrics)
+        labels = [m.label for m in chain.metrics] if rec is not None else list(chain.paper_metrics)
+        paper = list(chain.paper_metrics)
         header = ["config"] + labels + [f"paper {k}" for k in paper] + ["checkpoint"]
         rows = []
         if rec is not None:
@@ -253,13 +253,13 @@ def model_zoo_setting(setting_name: str) -> Callable[[Records], str]:
                 cells = [num(r.get(k)) for k in labels] + [num(r.get("paper", {}).get(k)) for k in paper]
                 rows.append([f"`{r['config']}`", *cells, f"`{r['checkpoint']}`"])
             return table(header, rows) + "\n\n" + source_line(rec, name)
-        for spec in setting.stages():
+        for spec in chain.stages():
             cells = [NOT_MEASURED for _ in labels] + [num(spec.paper.get(k)) for k in paper]
             rows.append([f"`{spec.config}`", *cells, f"`output/{setting_name}/{spec.name}[_seed<N>]/`"])
         command = f'make main ARGS="--setting {setting_name} --data-root datasets"'
         return (
             table(header, rows)
-            + f"\n\nCommand: `{command}`. Paper: {setting.paper_source}. No record yet "
+            + f"\n\nCommand: `{command}`. Paper: {chain.paper_source}. No record yet "
             + f"(`{RECORDS_LINK}/{name}.json`: the run's `output/{setting_name}/results.json`)."
         )
 

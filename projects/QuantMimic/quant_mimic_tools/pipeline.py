@@ -7,7 +7,7 @@
     python -m quant_mimic_tools.pipeline --dataset mytrain=coco:train.json:images/ \
         --dataset myval=coco:val.json:images/ --train mytrain --val myval [--output-dir output/mytrain] [KEY VALUE ...]
 
-``--setting`` (``quant_mimic_tools/settings.py``) picks the chain: ``shapes`` (default, the built-in data
+``--setting`` picks the chain (``quant_mimic_tools/chains.py``): ``shapes`` (default, the built-in data
 set), ``voc`` (the paper's Table 7: configs/voc/, VOC07+12 trainval -> VOC07 test, AP50 and the AP50 of
 every class) or ``wider_face`` (Tables 2-6: configs/wider_face/, grayscale VGG R-FCN with OHEM, official
 easy / medium / hard AP). Their data sets are read from ``--data-root`` (default ``$DETECTRON2_DATASETS``,
@@ -55,9 +55,9 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .chains import CHAINS, SHAPES, Chain, register_data, write_toy_data
 from .cli import add_overrides, add_seeds, make_parser
 from .results import finite_metric, read_final_metrics, table_cell
-from .settings import SETTINGS, SHAPES, Setting, register_data, write_toy_data
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TRAIN_NET = Path(__file__).resolve().parents[1] / "train_net.py"
@@ -90,10 +90,10 @@ class UserData:
 
 @dataclass
 class MainJob:
-    """What a main job runs on: the setting, the folder its data sets are read from (None: the built-in
+    """What a main job runs on: the chain, the folder its data sets are read from (None: the built-in
     data set's own), whether it is a smoke run, and the teacher's MODEL.WEIGHTS (None: its config's)."""
 
-    setting: Setting = SHAPES
+    chain: Chain = SHAPES
     data_root: Path | None = None
     smoke: bool = False
     teacher_weights: str | None = None
@@ -107,7 +107,7 @@ class MainJob:
 
     def record(self) -> dict:
         root = None if self.data_root is None else str(self.data_root)
-        return {"setting": self.setting.name, "data_root": root, "smoke": self.smoke,
+        return {"setting": self.chain.name, "data_root": root, "smoke": self.smoke,
                 "teacher_weights": self.teacher_weights}  # fmt: skip
 
 
@@ -117,24 +117,24 @@ class Stage:
     config: str  # relative to the project's configs/
     description: str
     opts: list[str] = field(default_factory=list)
-    paper: dict[str, float] = field(default_factory=dict)  # the paper's numbers (Setting.paper_metrics)
+    paper: dict[str, float] = field(default_factory=dict)  # the paper's numbers (Chain.paper_metrics)
 
 
-def chain(
+def chain_stages(
     output: Path,
     seeds: list[int],
     data: UserData | None = None,
-    setting: Setting = SHAPES,
+    chain: Chain = SHAPES,
     teacher_weights: str | None = None,
 ) -> list[Stage]:
-    """The stages of ``setting`` in order; students get one stage per seed, teachers are shared. On
-    ``data`` or a setting other than the built-in one, the students read their teacher's config from
+    """The stages of ``chain`` in order; students get one stage per seed, teachers are shared. On
+    ``data`` or a chain other than the built-in one, the students read their teacher's config from
     the teacher run (``config.yaml``: the data's classes, the run's overrides). ``teacher_weights``:
     the first teacher's MODEL.WEIGHTS (None: its config's)."""
-    spec_t, spec_q = setting.teacher, setting.teacher_quant
+    spec_t, spec_q = chain.teacher, chain.teacher_quant
     teacher, teacher_q = output / spec_t.name, output / spec_q.name
     teacher_opts: list[list[str]] = [[], []]  # mimic, qm
-    if data is not None or setting is not SHAPES:
+    if data is not None or chain is not SHAPES:
         teacher_opts = [
             ["MODEL.QUANT_MIMIC.TEACHER_CONFIG", str(teacher / "config.yaml")],
             ["MODEL.QUANT_MIMIC.TEACHER_CONFIG", str(teacher_q / "config.yaml")],
@@ -145,7 +145,7 @@ def chain(
         Stage(spec_q.name, spec_q.config, spec_q.description, ["MODEL.WEIGHTS", str(teacher / "model_final.pth")],
               dict(spec_q.paper)),
     ]  # fmt: skip
-    scratch, mimic, qm = setting.students
+    scratch, mimic, qm = chain.students
     students = [
         (scratch, []),
         (mimic, ["MODEL.QUANT_MIMIC.TEACHER_WEIGHTS", str(teacher / "model_final.pth"), *teacher_opts[0]]),
@@ -194,7 +194,7 @@ def run_stage(
     until: int | None = None,
 ) -> dict:
     """Run ``stage`` (``extra_opts``: overrides after its own; ``data``: the user's data sets; ``job``:
-    the setting and its data root; ``tag``: name the stage on every progress line, for stages that run
+    the chain and its data root; ``tag``: name the stage on every progress line, for stages that run
     side by side; ``until``: a finished run whose last evaluation comes before this iteration is not
     done, and resumes: its schedule was extended)."""
     job = job or MainJob()
@@ -228,7 +228,7 @@ def run_stage(
     if metrics is None:
         raise SystemExit(f"Stage {stage.name} finished without a final evaluation; its log is {log}.")
     scores = ", ".join(
-        f"{m.label} {table_cell(finite_metric(metrics.get(m.key)))}" for m in job.setting.metrics[:3]
+        f"{m.label} {table_cell(finite_metric(metrics.get(m.key)))}" for m in job.chain.metrics[:3]
     )
     _say(f"    {stage.name}: {scores} in {time.time() - start:.0f} s")
     return metrics
@@ -296,24 +296,22 @@ def per_class_table(stages: list[Stage], results: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results(
-    output: Path, stages: list[Stage], results: dict[str, dict], setting: Setting = SHAPES
-) -> None:
-    """``results.json`` (every run with the setting's metrics and the paper's numbers, per-kind means over
+def write_results(output: Path, stages: list[Stage], results: dict[str, dict], chain: Chain = SHAPES) -> None:
+    """``results.json`` (every run with the chain's metrics and the paper's numbers, per-kind means over
     seeds) and ``results.md`` (the same as tables; for VOC also the AP50 of every class)."""
-    labels = [m.label for m in setting.metrics]
-    paper = list(setting.paper_metrics)
+    labels = [m.label for m in chain.metrics]
+    paper = list(chain.paper_metrics)
     rows = []
     for stage in stages:
         m = results[stage.name]
         rows.append({"model": stage.name, "description": stage.description, "config": stage.config,
                      "checkpoint": str(output / stage.name / "model_final.pth"),
-                     **{x.label: finite_metric(m.get(x.key)) for x in setting.metrics},
+                     **{x.label: finite_metric(m.get(x.key)) for x in chain.metrics},
                      "paper": {k: stage.paper[k] for k in paper if k in stage.paper}})  # fmt: skip
-    summary = summarize(rows, setting.summary_metrics)
+    summary = summarize(rows, chain.summary_metrics)
     record = {
-        "setting": setting.name,
-        "paper_source": setting.paper_source,
+        "setting": chain.name,
+        "paper_source": chain.paper_source,
         "runs": rows,
         "over_seeds": summary,
     }
@@ -321,13 +319,13 @@ def write_results(
 
     write_text(output / "results.json", json.dumps(record, indent=2) + "\n", RERUN_ADVICE)
     header = labels + [f"paper {k}" for k in paper]
-    lines = [f"Setting: {setting.title}." + (f" Paper: {setting.paper_source}." if paper else ""), ""]
+    lines = [f"Setting: {chain.title}." + (f" Paper: {chain.paper_source}." if paper else ""), ""]
     lines += ["| model | " + " | ".join(header) + " | config |", "|---" * (len(header) + 2) + "|"]
     for r in rows:
         cells = [table_cell(r[k]) for k in labels] + [table_cell(r["paper"].get(k)) for k in paper]
         lines.append(f"| {r['model']} | " + " | ".join(cells) + f" | {r['config']} |")
     if summary:
-        keys = setting.summary_metrics
+        keys = chain.summary_metrics
         lines += [
             "",
             "| student | seeds | " + " | ".join(f"{k} mean | {k} std" for k in keys) + " |",
@@ -363,7 +361,7 @@ def write_stage_report(
 ) -> Path:
     """The report of the finished chain: every model in the table and pictures; curves and the
     matching ratio for the first seed's students. On ``data``, its data sets are registered here first
-    (the pictures are drawn on the val images, with the data's class names); for a setting, its data
+    (the pictures are drawn on the val images, with the data's class names); for a chain, its data
     sets under the job's data root."""
     from .report import Run, write_report  # imports detectron2: not needed to list the chain
 
@@ -375,16 +373,14 @@ def write_stage_report(
         register_user_datasets(data.specs)
         tables.append(("Data", data_table(data)))
     if job.data_root is not None:
-        register_data(job.setting, job.data_root)
+        register_data(job.chain, job.data_root)
     runs = [Run(s.name, s.description, s.config, output / s.name) for s in stages]
     first_seed = [r for r in runs if "_seed" in r.name][:3]
     mimic = [r for r in first_seed if r.is_mimic]
     results = (output / "results.md").read_text()
-    tables.append(
-        (f"{', '.join(m.label for m in job.setting.metrics)} of every run, and over seeds", results)
-    )
-    metrics = [(m.label, m.key) for m in job.setting.metrics]
-    title = f"QuantMimic main job ({job.setting.title}{', smoke run' if job.smoke else ''}): report"
+    tables.append((f"{', '.join(m.label for m in job.chain.metrics)} of every run, and over seeds", results))
+    metrics = [(m.label, m.key) for m in job.chain.metrics]
+    title = f"QuantMimic main job ({job.chain.title}{', smoke run' if job.smoke else ''}): report"
     return write_report(
         output / "report", runs, first_seed, mimic, tables, repeats, metrics=metrics, title=title
     )
@@ -434,7 +430,7 @@ def resolve_data(args: argparse.Namespace, output: Path) -> UserData | None:
             f"{output} holds runs on other data ({record}: train {saved['train']}, val {saved['val']}): pass a new "
             "--output-dir for this data."
         )
-    if saved is None and any((output / s.name).exists() for s in chain(output, args.seeds)):
+    if saved is None and any((output / s.name).exists() for s in chain_stages(output, args.seeds)):
         raise QuantMimicInputError(
             f"{output} holds runs on the built-in data set: pass a new --output-dir for your data."
         )
@@ -448,7 +444,7 @@ def default_output(args: argparse.Namespace) -> Path:
 
 
 def resolve_job(args: argparse.Namespace, output: Path) -> MainJob:
-    """The setting, data root, smoke flag and teacher weights of this run: from the options, else what
+    """The chain, data root, smoke flag and teacher weights of this run: from the options, else what
     ``<output>/main_job.json`` records; options that differ from the record are refused (other runs live
     in another --output-dir). Raises QuantMimicInputError."""
     from quant_mimic.errors import QuantMimicInputError
@@ -456,20 +452,20 @@ def resolve_job(args: argparse.Namespace, output: Path) -> MainJob:
     record = output / JOB_RECORD
     saved = json.loads(record.read_text()) if record.is_file() else None
     name = args.setting or (saved["setting"] if saved else SHAPES.name)
-    setting = SETTINGS[name]
+    chain = CHAINS[name]
     if (
         saved is None
-        and setting is not SHAPES
-        and any((output / s.name).exists() for s in chain(output, [0]))
+        and chain is not SHAPES
+        and any((output / s.name).exists() for s in chain_stages(output, [0]))
     ):
         raise QuantMimicInputError(f"{output} holds runs on the built-in data set: pass a new --output-dir.")
-    if setting is not SHAPES and (args.dataset or args.train or args.val):
+    if chain is not SHAPES and (args.dataset or args.train or args.val):
         raise QuantMimicInputError(
             f"--setting {name} reads its own data sets from --data-root; --dataset / --train / --val run the "
             "built-in chain on data of your own: use one or the other."
         )
     smoke = args.smoke or bool(saved and saved["smoke"])
-    if setting is SHAPES:
+    if chain is SHAPES:
         data_root = None if args.data_root is None else Path(args.data_root).resolve()
     elif args.data_root is not None:
         data_root = Path(args.data_root).resolve()
@@ -482,9 +478,9 @@ def resolve_job(args: argparse.Namespace, output: Path) -> MainJob:
     weights = args.init_weights
     if weights is None and saved is not None:
         weights = saved.get("teacher_weights")
-    if weights is None and smoke and setting is not SHAPES:
+    if weights is None and smoke and chain is not SHAPES:
         weights = ""  # the toy teacher starts from scratch
-    job = MainJob(setting, data_root, smoke, weights)
+    job = MainJob(chain, data_root, smoke, weights)
     if saved is not None:
         differs = [k for k, v in job.record().items() if saved.get(k) != v]
         if differs:
@@ -496,33 +492,33 @@ def resolve_job(args: argparse.Namespace, output: Path) -> MainJob:
 
 
 def check_job(job: MainJob, output: Path) -> None:
-    """Before the first stage of a setting: its data sets are under the data root (a smoke run's toy data
+    """Before the first stage of a chain: its data sets are under the data root (a smoke run's toy data
     set is generated there), and the teacher's initial weights exist. Raises QuantMimicInputError."""
     from quant_mimic.config import build_config
     from quant_mimic.errors import QuantMimicInputError
 
-    setting = job.setting
-    if setting is SHAPES:
+    chain = job.chain
+    if chain is SHAPES:
         return
     if job.smoke and job.data_root == output / "toy_data":
-        print(f"    toy {setting.name} data set (official layout) in {job.data_root}", flush=True)
-        write_toy_data(setting, job.data_root)
-    for folder in setting.data_folders:
+        print(f"    toy {chain.name} data set (official layout) in {job.data_root}", flush=True)
+        write_toy_data(chain, job.data_root)
+    for folder in chain.data_folders:
         if not (job.data_root / folder).is_dir():
             raise QuantMimicInputError(
-                f"--data-root {job.data_root} holds no {folder}/: put the {setting.title} data there as "
+                f"--data-root {job.data_root} holds no {folder}/: put the {chain.title} data there as "
                 "datasets/README.md shows, pass --data-root, or try the chain with --smoke (toy data)."
             )
     weights = job.teacher_weights
-    config = CONFIGS / setting.teacher.config
+    config = CONFIGS / chain.teacher.config
     if weights is None:
         weights = build_config(str(config)).MODEL.WEIGHTS
     if weights and "://" not in weights and not os.path.isfile(weights):
-        model, options = setting.imagenet or ("", ())
+        model, options = chain.imagenet or ("", ())
         convert = shlex.join(["python", "-m", "quant_mimic_tools.convert", "--model", model, "--input",
                               f"{model}.pth", "--output", weights, *options, "--config-file", str(config)])  # fmt: skip
         raise QuantMimicInputError(
-            f"The teacher's initial weights {weights} (MODEL.WEIGHTS of {setting.teacher.config}) do not exist: "
+            f"The teacher's initial weights {weights} (MODEL.WEIGHTS of {chain.teacher.config}) do not exist: "
             f"convert torchvision's ImageNet {model} first ({convert}), or pass --init-weights '' to train "
             "the teacher from scratch."
         )
@@ -553,7 +549,7 @@ def get_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--setting",
-        choices=sorted(SETTINGS),
+        choices=sorted(CHAINS),
         help="the chain: shapes (built-in data set, default), voc (paper Table 7), wider_face (Tables 2-6)",
     )
     parser.add_argument(
@@ -631,9 +627,9 @@ def run_job(args: argparse.Namespace, output: Path) -> None:
         check_data(data)
     if not args.report_only and not args.dry_run:
         check_job(job, output)
-    setting = job.setting
-    stages = chain(output, args.seeds, data, setting, job.teacher_weights)
-    smoke = list(setting.smoke_opts) if job.smoke else []
+    chain = job.chain
+    stages = chain_stages(output, args.seeds, data, chain, job.teacher_weights)
+    smoke = list(chain.smoke_opts) if job.smoke else []
     extra = smoke + (data.opts() if data else []) + list(args.opts)
     if args.dry_run:
         prefix = "" if job.data_root is None else f"DETECTRON2_DATASETS={shlex.quote(str(job.data_root))} "
@@ -651,7 +647,7 @@ def run_job(args: argparse.Namespace, output: Path) -> None:
             results[stage.name] = run_stage(stage, output, extra, i, len(stages), data, job)
             elapsed = time.time() - start
             print(f"    elapsed {elapsed / 60:.1f} min, {i}/{len(stages)} stages", flush=True)
-        write_results(output, stages, results, setting)
+        write_results(output, stages, results, chain)
     missing = [s.name for s in stages if read_final_metrics(output / s.name) is None]
     if missing:
         raise SystemExit(

@@ -22,8 +22,10 @@ from pathlib import Path
 
 import torch
 
+from .chains import CHAINS as SETTINGS
+from .chains import SHAPES
+from .chains import Chain as Setting
 from .cli import add_seeds, make_parser
-from .settings import SETTINGS, SHAPES, Setting
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

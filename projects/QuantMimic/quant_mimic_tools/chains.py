@@ -1,5 +1,5 @@
-"""The main job's settings: which configs its chain runs, on which data, with which metric, beside which
-numbers of the paper.
+"""The main job's chains: which configs each runs, on which data, with which metric, beside which numbers
+of the paper. ``pipeline --setting NAME`` picks one:
 
     shapes      the built-in data set (default): ResNet18-1-2 FPN teacher -> ResNet18-1-16 students, COCO AP
     voc         the paper's Pascal VOC setting (Table 7): ResNet-18 FPN Faster R-CNN teacher -> ResNet18-1-16
@@ -33,7 +33,7 @@ class Metric:
 class StageSpec:
     """One model of a chain: ``name`` (its folder under ``--output-dir``; students get ``_seed<N>``),
     ``config`` (relative to configs/), a one-line description, and the paper's numbers for it
-    (``Setting.paper_metrics`` label -> value; empty where the paper has none)."""
+    (``Chain.paper_metrics`` label -> value; empty where the paper has none)."""
 
     name: str
     config: str
@@ -42,8 +42,8 @@ class StageSpec:
 
 
 @dataclass(frozen=True)
-class Setting:
-    """A chain of configs, its data and its metric.
+class Chain:
+    """A chain of configs (the paper's setting it reproduces), its data and its metric.
 
     teacher / teacher_quant: the full-precision and the quantized teacher; students: scratch, mimic and
     QM (names ``student_<kind>``), in that order. metrics: the results table's columns (the first one is
@@ -53,8 +53,8 @@ class Setting:
     iterations cannot meet); the teacher of a smoke run starts from scratch (``MODEL.WEIGHTS ""``).
     imagenet: ``(convert --model, extra convert options)`` for the teacher's ImageNet initialisation,
     or None where the teacher config trains from scratch. typical_image: (height, width, objects) of a
-    typical image of the data set, and val_images: the val set's size (``quant_mimic_tools.stage_times``
-    estimates a chain's time from them).
+    typical image of the data set, and val_images: the val set's size (``pipeline --estimate`` estimates
+    a chain's time from them).
     """
 
     name: str
@@ -95,7 +95,7 @@ _SMOKE_COMMON = (
     "SOLVER.CHECKPOINT_PERIOD", "1000",
 )  # fmt: skip
 
-SHAPES = Setting(
+SHAPES = Chain(
     name="shapes",
     title="built-in data set",
     teacher=StageSpec(
@@ -116,6 +116,8 @@ SHAPES = Setting(
         StageSpec("student_qm", "qm_R_tiny_FPN.yaml", "ResNet18-1-16 student, Quantization Mimic"),
     ),
     metrics=COCO_METRICS,
+    typical_image=(192, 192, 5),  # 192 x 192 px, 2 to 8 objects (quant_mimic.data.shapes_spec)
+    val_images=200,  # quantmimic_shapes_val
     smoke_opts=(
         "DATASETS.TRAIN",
         "('quantmimic_shapes_mini_train',)",
@@ -132,7 +134,7 @@ SHAPES = Setting(
 )
 
 # The paper's Table 7 (VOC07 test mAP, %).
-VOC = Setting(
+VOC = Chain(
     name="voc",
     title="Pascal VOC (paper Table 7)",
     teacher=StageSpec(
@@ -207,7 +209,7 @@ VOC_SINGLE = replace(
 )
 
 # The paper's WIDER FACE tables (val AP %, easy / medium / hard).
-WIDER_FACE = Setting(
+WIDER_FACE = Chain(
     name="wider_face",
     title="WIDER FACE (paper Tables 2-6)",
     teacher=StageSpec(
@@ -260,25 +262,25 @@ WIDER_FACE = Setting(
     val_images=3226,  # WIDER FACE val
 )
 
-SETTINGS: Dict[str, Setting] = {s.name: s for s in (SHAPES, VOC, VOC_SINGLE, WIDER_FACE)}
+CHAINS: Dict[str, Chain] = {s.name: s for s in (SHAPES, VOC, VOC_SINGLE, WIDER_FACE)}
 
 
-def write_toy_data(setting: Setting, root: Path) -> Path:
-    """Write the toy data set of ``setting`` (official layout, :mod:`quant_mimic.data.official_toy`)
+def write_toy_data(chain: Chain, root: Path) -> Path:
+    """Write the toy data set of ``chain`` (official layout, :mod:`quant_mimic.data.official_toy`)
     under ``root`` and return ``root``."""
     from quant_mimic.data.official_toy import write_toy_voc, write_toy_wider_face
 
     writers = {VOC.name: write_toy_voc, VOC_SINGLE.name: write_toy_voc, WIDER_FACE.name: write_toy_wider_face}
-    writers[setting.name](root)
+    writers[chain.name](root)
     return root
 
 
-def register_data(setting: Setting, root: Path) -> None:
-    """Register the data sets of ``setting`` in this process, read from ``root`` (detectron2's
+def register_data(chain: Chain, root: Path) -> None:
+    """Register the data sets of ``chain`` in this process, read from ``root`` (detectron2's
     ``DETECTRON2_DATASETS``), as ``train_net.py`` does in every stage."""
     from quant_mimic.data import register_checked_voc, register_wider_face
 
-    if setting in (VOC, VOC_SINGLE):
+    if chain in (VOC, VOC_SINGLE):
         register_checked_voc(root)
-    elif setting is WIDER_FACE:
+    elif chain is WIDER_FACE:
         register_wider_face(root)
