@@ -46,9 +46,9 @@ from quant_mimic_tools.pipeline import (
     check_job,
     get_parser,
     resolve_job,
-    stage_command,
     write_results,
 )
+from quant_mimic_tools.runner import stage_command
 
 E2E = os.environ.get("QUANTMIMIC_SETTINGS_E2E") == "1"
 DEMO = PROJECT / "demo.py"

@@ -173,7 +173,7 @@ def test_report_only_keeps_the_studys_recorded_schedule(tmp_path):
 
 
 def test_a_finished_run_short_of_an_extended_schedule_resumes(tmp_path, monkeypatch, capsys):
-    from quant_mimic_tools import pipeline
+    from quant_mimic_tools import runner
 
     fake_run(tmp_path / "qm_seed0", [50.0, 60.0], period=1000)  # finished at 2000 iterations
     (tmp_path / "qm_seed0" / "last_checkpoint").write_text("model_final.pth")
@@ -191,13 +191,13 @@ def test_a_finished_run_short_of_an_extended_schedule_resumes(tmp_path, monkeypa
         def wait(self):
             return 0
 
-    monkeypatch.setattr(pipeline.subprocess, "Popen", Training)
-    done = pipeline.run_stage(stage, tmp_path, [], 1, 1, until=2000)  # its own schedule: done
+    monkeypatch.setattr(runner.subprocess, "Popen", Training)
+    done = runner.run_stage(stage, tmp_path, [], 1, 1, until=2000)  # its own schedule: done
     assert done["bbox/AP"] == 60.0 and commands == []
-    extended = pipeline.run_stage(stage, tmp_path, [], 1, 1, until=2500)
+    extended = runner.run_stage(stage, tmp_path, [], 1, 1, until=2500)
     assert extended["bbox/AP"] == 61.5 and len(commands) == 1 and "--resume" in commands[0]
     assert "extending it to 2500 iterations" in capsys.readouterr().out
-    assert pipeline.run_stage(stage, tmp_path, [], 1, 1, until=2500)["bbox/AP"] == 61.5  # done now
+    assert runner.run_stage(stage, tmp_path, [], 1, 1, until=2500)["bbox/AP"] == 61.5  # done now
     assert len(commands) == 1
 
 

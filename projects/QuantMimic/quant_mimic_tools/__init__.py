@@ -14,6 +14,7 @@ from detectron2/). Each runs as ``python -m quant_mimic_tools.<command>``:
     voc_eval       Pascal VOC AP50 of every class beside the mean, from the devkit's per-class result files
 
 Also here: ``chains`` (the main job's chains: configs, data sets, metrics, the paper's numbers),
+``runner`` (a chain's stages as train_net.py runs, reused or resumed: the pipeline's and the study's),
 ``report`` (the main job's model-zoo table, pictures and index page) and ``results`` (the
 run readers and table formatting that the pipeline and the report share). ``quant_mimic`` never
 imports this package.

@@ -44,27 +44,18 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import shlex
-import signal
 import statistics
-import subprocess
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .chains import CHAINS, SHAPES, Chain, register_data, write_toy_data
 from .cli import add_overrides, add_seeds, make_parser
 from .results import finite_metric, read_final_metrics, table_cell
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-TRAIN_NET = Path(__file__).resolve().parents[1] / "train_net.py"
-_ERROR_LINE = re.compile(r"(Error\b|error:|Traceback)")  # not the "-Werror" of torch's build settings
-
-# The built-in data set's smoke overrides (the 64-image data set, a handful of iterations per stage).
-SMOKE_OPTS = list(SHAPES.smoke_opts)
+from .runner import CONFIGS, MainJob, Stage, StageInterrupted, run_stage, stage_command
 
 
 @dataclass
@@ -86,38 +77,6 @@ class UserData:
 
     def record(self) -> dict:
         return {"datasets": self.specs, "train": self.train, "val": self.val, "val_format": self.val_format}
-
-
-@dataclass
-class MainJob:
-    """What a main job runs on: the chain, the folder its data sets are read from (None: the built-in
-    data set's own), whether it is a smoke run, and the teacher's MODEL.WEIGHTS (None: its config's)."""
-
-    chain: Chain = SHAPES
-    data_root: Path | None = None
-    smoke: bool = False
-    teacher_weights: str | None = None
-
-    def env(self) -> dict:
-        """The environment of every stage: detectron2 reads the data sets from DETECTRON2_DATASETS."""
-        env = dict(os.environ)
-        if self.data_root is not None:
-            env["DETECTRON2_DATASETS"] = str(self.data_root)
-        return env
-
-    def record(self) -> dict:
-        root = None if self.data_root is None else str(self.data_root)
-        return {"setting": self.chain.name, "data_root": root, "smoke": self.smoke,
-                "teacher_weights": self.teacher_weights}  # fmt: skip
-
-
-@dataclass
-class Stage:
-    name: str  # also the folder under --output-dir
-    config: str  # relative to the project's configs/
-    description: str
-    opts: list[str] = field(default_factory=list)
-    paper: dict[str, float] = field(default_factory=dict)  # the paper's numbers (Chain.paper_metrics)
 
 
 def chain_stages(
@@ -163,99 +122,6 @@ def chain_stages(
                 )
             )
     return stages
-
-
-def stage_command(
-    stage: Stage, output: Path, extra_opts: list[str], data: UserData | None = None
-) -> list[str]:
-    """The train_net.py command of ``stage`` (with --resume when its folder holds a checkpoint)."""
-    out = output / stage.name
-    cmd = [sys.executable, str(TRAIN_NET), "--config-file", str(CONFIGS / stage.config)]
-    cmd += data.args() if data else []
-    cmd += ["--resume"] if (out / "last_checkpoint").exists() else []
-    return cmd + [*stage.opts, *extra_opts, "OUTPUT_DIR", str(out)]
-
-
-def _say(text: str) -> None:
-    """One whole line to stdout at once (stages side by side print from threads)."""
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
-
-
-def run_stage(
-    stage: Stage,
-    output: Path,
-    extra_opts: list[str],
-    index: int,
-    total: int,
-    data: UserData | None = None,
-    job: MainJob | None = None,
-    tag: bool = False,
-    until: int | None = None,
-) -> dict:
-    """Run ``stage`` (``extra_opts``: overrides after its own; ``data``: the user's data sets; ``job``:
-    the chain and its data root; ``tag``: name the stage on every progress line, for stages that run
-    side by side; ``until``: a finished run whose last evaluation comes before this iteration is not
-    done, and resumes: its schedule was extended)."""
-    job = job or MainJob()
-    out = output / stage.name
-    done = read_final_metrics(out)
-    if done is not None and (until is None or done.get("iteration", -1) + 1 >= until):
-        _say(f"[{index}/{total}] {stage.name}: done already, reusing {out}")
-        return done
-    resume = (out / "last_checkpoint").exists()
-    extending = f" (extending it to {until} iterations)" if done else ""
-    resuming = " (resuming)" if resume and not done else ""
-    _say(f"[{index}/{total}] {stage.name}: {stage.description}{resuming}{extending}")
-    cmd = stage_command(stage, output, extra_opts, data)
-    start = time.time()
-    log = out.parent / f"{stage.name}.log"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "a") as f:
-        proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=job.env()
-        )
-        try:
-            for line in proc.stdout:  # keep the whole log, show detectron2's progress lines (with ETA)
-                f.write(line)
-                if "eta:" in line or "copypaste:" in line or _ERROR_LINE.search(line):
-                    _say(f"    {stage.name + ': ' if tag else ''}{line.rstrip()[:160]}")
-        except KeyboardInterrupt:
-            raise StageInterrupted(stage.name, _stop(proc, f)) from None
-    if proc.wait() != 0:
-        raise SystemExit(f"Stage {stage.name} failed (exit {proc.returncode}); its log is {log}.")
-    metrics = read_final_metrics(out)
-    if metrics is None:
-        raise SystemExit(f"Stage {stage.name} finished without a final evaluation; its log is {log}.")
-    scores = ", ".join(
-        f"{m.label} {table_cell(finite_metric(metrics.get(m.key)))}" for m in job.chain.metrics[:3]
-    )
-    _say(f"    {stage.name}: {scores} in {time.time() - start:.0f} s")
-    return metrics
-
-
-class StageInterrupted(KeyboardInterrupt):
-    """Ctrl-C during the stage ``name``; ``line`` is what its train_net.py said when it stopped."""
-
-    def __init__(self, name: str, line: str):
-        super().__init__(name, line)
-        self.name = name
-        self.line = line
-
-
-def _stop(proc: subprocess.Popen, log) -> str:
-    """After Ctrl-C: pass SIGINT on to the stage's train_net.py (a terminal sends it to both, a ``kill
-    -INT`` of the main job to the main job alone), wait until it has saved and stopped, and return its
-    "interrupted" line ("" if it printed none)."""
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGINT)
-    said = ""
-    for line in proc.stdout:
-        log.write(line)
-        if "interrupted" in line:
-            said = line.strip()
-    proc.wait()
-    return said
 
 
 def summarize(rows: list[dict], keys: tuple[str, ...] = ("AP", "AP50")) -> list[dict]:
@@ -631,10 +497,11 @@ def run_job(args: argparse.Namespace, output: Path) -> None:
     stages = chain_stages(output, args.seeds, data, chain, job.teacher_weights)
     smoke = list(chain.smoke_opts) if job.smoke else []
     extra = smoke + (data.opts() if data else []) + list(args.opts)
+    train_args = data.args() if data else []
     if args.dry_run:
         prefix = "" if job.data_root is None else f"DETECTRON2_DATASETS={shlex.quote(str(job.data_root))} "
         for stage in stages:
-            print(prefix + shlex.join(stage_command(stage, output, extra, data)))
+            print(prefix + shlex.join(stage_command(stage, output, extra, train_args)))
         return
     start = time.time()
     if not args.report_only:
@@ -644,7 +511,7 @@ def run_job(args: argparse.Namespace, output: Path) -> None:
             write_text(output / DATA_RECORD, json.dumps(data.record(), indent=2) + "\n", RERUN_ADVICE)
         results = {}
         for i, stage in enumerate(stages, 1):
-            results[stage.name] = run_stage(stage, output, extra, i, len(stages), data, job)
+            results[stage.name] = run_stage(stage, output, extra, i, len(stages), train_args, job)
             elapsed = time.time() - start
             print(f"    elapsed {elapsed / 60:.1f} min, {i}/{len(stages)} stages", flush=True)
         write_results(output, stages, results, chain)

@@ -55,8 +55,8 @@ from quant_mimic.config import available_cores, default_num_workers
 
 from .chains import SHAPES
 from .cli import add_overrides, add_seeds, make_parser
-from .pipeline import TRAIN_NET, MainJob, Stage, run_stage, stage_command
 from .results import is_evaluation, read_final_metrics, read_metrics
+from .runner import TRAIN_NET, MainJob, Stage, run_stage, stage_command
 
 METRIC = "bbox/AP"
 FLAT_AP = 1.0  # a run is flat when its last two evaluations differ by less than this (AP points)
