@@ -18,9 +18,8 @@ from conftest import PROJECT
 COMMANDS = {
     "train_net": {"config", "overrides"},  # the weights: detectron2's MODEL.WEIGHTS override
     "demo": {"config", "weights", "output_dir", "overrides"},
-    "quant_mimic_tools.pipeline": {"output_dir", "overrides", "seeds"},
+    "quant_mimic_tools.pipeline": {"output_dir", "json", "overrides", "seeds"},
     "quant_mimic_tools.study": {"output_dir", "overrides", "seeds"},
-    "quant_mimic_tools.stage_times": {"json", "seeds"},
     "quant_mimic_tools.benchmark": {"json"},
     "quant_mimic_tools.deploy": {"config", "weights", "output_dir", "overrides"},
     "quant_mimic_tools.settings_sweep": {"config", "weights", "json", "overrides"},
@@ -95,15 +94,11 @@ def test_help_documents_every_option_with_the_shared_vocabulary(name, monkeypatc
 
 
 def test_seeds_take_a_list_and_demo_overrides_follow_its_images():
-    from quant_mimic_tools import pipeline, stage_times, study
+    from quant_mimic_tools import pipeline, study
 
     assert pipeline.get_parser().parse_args(["--seeds", "0", "3"]).seeds == [0, 3]
+    assert pipeline.get_parser().parse_args(["--estimate", "--seeds", "0", "1", "2"]).seeds == [0, 1, 2]
     assert study.get_parser().parse_args(["--seeds", "1", "2"]).seeds == [1, 2]
-    assert stage_times.get_parser().parse_args(["--setting", "voc", "--seeds", "0", "1", "2"]).seeds == [
-        0,
-        1,
-        2,
-    ]
     demo = load("demo")
     args = demo.parse_args(["--config-file", "c.yaml", "--input", "a.png", "MODEL.DEVICE", "cpu",
                             "--weights", "w.pth"])  # fmt: skip

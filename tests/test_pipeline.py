@@ -131,6 +131,41 @@ def test_summary_gives_mean_and_spread_over_seeds():
                      "AP50_std": 2.0}  # fmt: skip
 
 
+def test_estimate_times_every_stage_with_the_trainers_step_and_trains_nothing(tmp_path, monkeypatch, capsys):
+    """``--estimate``: every stage of the chain timed with the trainer's own step and hooks (a QM stage
+    with its teacher), the students once per seed, and no output folder."""
+    from quant_mimic.engine import Trainer
+    from quant_mimic_tools.pipeline import main
+
+    calls = []
+
+    def counted(name):
+        method = getattr(Trainer, name)
+        return lambda self: calls.append(name) or method(self)
+
+    for name in ("run_step", "after_step"):
+        monkeypatch.setattr(Trainer, name, counted(name))
+    out, record = tmp_path / "main", tmp_path / "estimate.json"
+    main(["--smoke", "--estimate", "--estimate-steps", "2", "--estimate-warmup", "1", "--seeds", "0", "1",
+          "--output-dir", str(out), "--json", str(record), "MODEL.DEVICE", "cpu"])  # fmt: skip
+    estimate = json.loads(record.read_text())
+    assert [s["config"] for s in estimate["stages"]] == [
+        "shapes/teacher_R18_2_FPN.yaml",
+        "shapes/teacher_R18_2_FPN_quant.yaml",
+        "shapes/student_R18_16_FPN_scratch.yaml",
+        "shapes/mimic_R18_16_FPN.yaml",
+        "qm_R_tiny_FPN.yaml",
+    ]
+    assert calls == ["run_step", "after_step"] * 5 * 3  # 1 untimed + 2 timed steps per stage
+    for stage in estimate["stages"]:
+        assert stage["s_per_iter"] > 0 and stage["s_per_test_image"] > 0
+        assert stage["max_iter"] == 6 and stage["evaluations"] == 1 and stage["train_size"] == [192, 192]
+    assert estimate["seeds"] == 2 and estimate["hours"] == round(
+        sum(s["hours"] for s in estimate["stages"]), 2
+    )
+    assert "Estimated main job" in capsys.readouterr().out and not out.exists()
+
+
 @pytest.mark.slow
 def test_smoke_main_job_writes_the_results_and_reuses_finished_stages(tmp_path, datasets_root):
     run = run_pipeline(tmp_path, datasets_root)

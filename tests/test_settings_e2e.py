@@ -402,9 +402,9 @@ def test_main_job_runs_the_settings_chain_end_to_end(tmp_path, name):
     assert (tmp_path / "drawn.jpg").is_file()
 
 
-def test_stage_times_follow_the_configs_schedule_and_input_size():
+def test_the_estimate_follows_the_configs_schedule_and_input_size():
     from quant_mimic.deploy.runtime import resized_shape
-    from quant_mimic_tools.stage_times import evaluations
+    from quant_mimic_tools.estimate import evaluations
 
     assert [evaluations(*a) for a in [(40000, 10000), (10000, 10000), (25000, 10000), (80000, 0)]] == [
         4,

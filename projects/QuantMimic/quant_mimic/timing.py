@@ -1,8 +1,9 @@
 """Latency measurement: the parts a detector's inference is timed in, one timer, and a noise image to time on.
 
 Every latency of the project (eager and deployed inference in :mod:`quant_mimic.analysis`, the benchmark's
-training steps and ONNX sessions, ``stage_times``' steps and test images) is :func:`time_calls`: untimed
-warm-up calls, then timed calls, each started and ended by a wait for the device (CUDA), medians.
+training steps and ONNX sessions, the steps and test images of the main job's ``--estimate``) is
+:func:`time_calls`: untimed warm-up calls, then timed calls, each started and ended by a wait for the device
+(CUDA), medians.
 """
 
 from __future__ import annotations

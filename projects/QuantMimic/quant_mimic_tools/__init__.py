@@ -1,9 +1,9 @@
 """QuantMimic's commands, kept apart from the library ``quant_mimic`` (as detectron2 keeps tools/ apart
 from detectron2/). Each runs as ``python -m quant_mimic_tools.<command>``:
 
-    pipeline       the main job: teachers -> students (built-in data, VOC or WIDER FACE), results table and report
+    pipeline       the main job: teachers -> students (built-in data, VOC or WIDER FACE), results table and
+                   report; ``--estimate``: each stage's step and test-image time here, and the chain's hours
     study          students over seeds to convergence, the paper's ablations, paired differences with 95% CIs
-    stage_times    per-stage step and test-image times of a main-job chain, and its estimated hours
     benchmark      cost: training steps of scratch vs mimic/QM, and teacher vs student inference, eager and deployed
     deploy         the deployed form of a trained detector (folded, traced / ONNX networks, batched inference)
     settings_sweep AP against deployed latency over a grid of test-time settings

@@ -4,6 +4,7 @@
     python -m quant_mimic_tools.pipeline --setting voc [--data-root datasets] [--output-dir output/voc]
     python -m quant_mimic_tools.pipeline --setting wider_face [--data-root datasets] [--output-dir output/wider_face]
     python -m quant_mimic_tools.pipeline --setting voc --smoke     # toy VOC-format data, a few iterations
+    python -m quant_mimic_tools.pipeline --setting voc --estimate [--seeds 0 1 2] [--json F] [MODEL.DEVICE cpu]
     python -m quant_mimic_tools.pipeline --dataset mytrain=coco:train.json:images/ \
         --dataset myval=coco:val.json:images/ --train mytrain --val myval [--output-dir output/mytrain] [KEY VALUE ...]
 
@@ -29,6 +30,11 @@ sets are checked before the first stage, and recorded in ``<output>/user_data.js
 config overrides for every stage (e.g. the input size of larger images). ``--dry-run`` prints each stage's
 ``train_net.py`` command and stops.
 
+``--estimate`` trains nothing: it times each stage's training step and test image on this machine, with
+the stage's config and overrides (``MODEL.DEVICE``: CUDA where there is one, as the stages), at the data
+set's typical image size, and prints the chain's estimated hours for ``--seeds`` (see
+``quant_mimic_tools/estimate.py``; ``--json`` also writes them to a file).
+
 Every stage is an ordinary ``train_net.py`` run with its own OUTPUT_DIR. A finished stage (its
 metrics.json holds the final evaluation) is reused; an interrupted one continues with ``--resume``. The
 setting, its data root and whether it is a smoke run are recorded in ``<output>/main_job.json``: a rerun
@@ -53,7 +59,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .chains import CHAINS, SHAPES, Chain, register_data, write_toy_data
-from .cli import add_overrides, add_seeds, make_parser
+from .cli import add_overrides, add_seeds, make_parser, write_json
 from .results import finite_metric, read_final_metrics, table_cell
 from .runner import CONFIGS, MainJob, Stage, StageInterrupted, run_stage, stage_command
 
@@ -444,6 +450,18 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dry-run", action="store_true", help="print each stage's train_net.py command and stop"
     )
+    parser.add_argument(
+        "--estimate",
+        action="store_true",
+        help="time each stage's training step and test image here, print the chain's estimated hours and stop",
+    )
+    parser.add_argument(
+        "--estimate-steps", type=int, default=20, metavar="N", help="with --estimate: timed steps per stage"
+    )
+    parser.add_argument(
+        "--estimate-warmup", type=int, default=5, metavar="N", help="with --estimate: untimed steps first"
+    )
+    parser.add_argument("--json", metavar="FILE", help="with --estimate: also write the estimate to FILE")
     add_overrides(parser, "every stage's config")
     return parser
 
@@ -461,7 +479,7 @@ def main(argv: list[str] | None = None) -> None:
     args = get_parser().parse_args(argv)
     output = (args.output or default_output(args)).resolve()
     try:
-        with contextlib.nullcontext() if args.dry_run else run_lock(output, "--output-dir"):
+        with contextlib.nullcontext() if args.dry_run or args.estimate else run_lock(output, "--output-dir"):
             run_job(args, output)
     except QuantMimicInputError as e:
         fail(one_line(e))
@@ -483,20 +501,41 @@ def main(argv: list[str] | None = None) -> None:
         fail(one_line(write_failure(failed.filename or output, failed, RERUN_ADVICE)))
 
 
+def estimate_job(args: argparse.Namespace, chain: Chain, data: UserData | None, opts: list[str]) -> None:
+    """``--estimate``: the chain's time per stage and its hours here (:mod:`.estimate`), nothing trained."""
+    from quant_mimic.errors import QuantMimicInputError
+
+    from .estimate import estimate
+
+    if data is not None:
+        raise QuantMimicInputError(
+            "--estimate times a chain at its data set's typical image size, which it does not know for --dataset "
+            "data: estimate the --setting whose images are most like yours."
+        )
+    if args.estimate_steps < 1 or args.estimate_warmup < 0:
+        raise QuantMimicInputError("--estimate-steps must be at least 1 and --estimate-warmup at least 0.")
+    result = estimate(chain, opts, len(args.seeds), args.estimate_warmup, args.estimate_steps)
+    if args.json:
+        write_json(args.json, result)
+
+
 def run_job(args: argparse.Namespace, output: Path) -> None:
     """The main job of ``args`` in ``output``: the stages (those not done yet), the results and the report."""
     from quant_mimic.atomic import write_text
 
     job = resolve_job(args, output)
     data = resolve_data(args, output)
+    chain = job.chain
+    smoke = list(chain.smoke_opts) if job.smoke else []
+    extra = smoke + (data.opts() if data else []) + list(args.opts)
+    if args.estimate:
+        estimate_job(args, chain, data, extra)
+        return
     if data is not None and not args.report_only and not args.dry_run:
         check_data(data)
     if not args.report_only and not args.dry_run:
         check_job(job, output)
-    chain = job.chain
     stages = chain_stages(output, args.seeds, data, chain, job.teacher_weights)
-    smoke = list(chain.smoke_opts) if job.smoke else []
-    extra = smoke + (data.opts() if data else []) + list(args.opts)
     train_args = data.args() if data else []
     if args.dry_run:
         prefix = "" if job.data_root is None else f"DETECTRON2_DATASETS={shlex.quote(str(job.data_root))} "
