@@ -14,11 +14,11 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone, build_model
 from detectron2.utils.env import seed_all_rng
 
-from quant_mimic.config import build_config
+from quant_mimic.config import build_config, load_teacher_config
 from quant_mimic.engine import Trainer
 from quant_mimic.engine.export import export_student
 from quant_mimic.errors import QuantMimicInputError
-from quant_mimic.modeling import MimicLoss
+from quant_mimic.modeling import MimicLoss, QuantizedReLU
 
 QM_CONFIG = CONFIGS / "qm_R_tiny_FPN.yaml"
 TEST_DATA = ["DATASETS.TRAIN", "('qmtest_shapes_train',)", "DATASETS.TEST", "('qmtest_shapes_val',)"]
@@ -199,6 +199,19 @@ def test_teacher_with_other_classes_is_refused(tmp_path):
 def test_mimic_settings_the_model_cannot_use_are_refused(opts, error):
     with pytest.raises(QuantMimicInputError, match=error):
         build_model(build_config(str(QM_CONFIG), ["MODEL.DEVICE", "cpu", *opts]))
+
+
+def test_the_trainer_builds_the_teacher_from_the_config_the_run_read(teacher, tmp_path):
+    """train_net.py reads the teacher's yaml once and passes the config on: the model's teacher is built
+    from that config (here without its quantizer), not from the file read again."""
+    cfg = qm_cfg(teacher, tmp_path)
+    teacher_cfg = load_teacher_config(cfg)
+    teacher_cfg.MODEL.QUANTIZER.ENABLED = False
+    model = Trainer.build_model(cfg, teacher_cfg)
+    assert model.teacher.cfg is teacher_cfg
+    assert not any(isinstance(m, QuantizedReLU) for m in model.teacher.model.modules())
+    assert any(isinstance(m, QuantizedReLU) for m in Trainer.build_model(cfg).teacher.model.modules())
+    assert Trainer(cfg, teacher_cfg).bare_model.teacher.cfg is teacher_cfg  # DefaultTrainer's build_model call
 
 
 class WidenedP3(Backbone):

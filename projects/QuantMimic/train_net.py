@@ -59,7 +59,7 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 
 import quant_mimic  # noqa: E402, F401  (registers the project's models, backbones and data sets)
 from quant_mimic.atomic import find_write_error, write_failure  # noqa: E402
-from quant_mimic.config import build_config  # noqa: E402
+from quant_mimic.config import QUANT_MIMIC_ARCH, build_config, load_teacher_config  # noqa: E402
 from quant_mimic.data import default_datasets_root, register_checked_voc  # noqa: E402
 from quant_mimic.data.user import (  # noqa: E402
     add_dataset_argument,
@@ -147,20 +147,22 @@ def setup(args) -> CfgNode:
     return cfg
 
 
-def run(args):
+def run(args, teacher_cfg: CfgNode | None = None):
+    """Train or evaluate; ``teacher_cfg``: a QuantMimicRCNN's teacher config as the launching process
+    read it (None: read from the config)."""
     cfg = setup(args)
     point = args.resume_point
     if point is not None and point.warning:
         logger.warning(point.warning)
     if args.eval_only:
-        model = Trainer.build_model(cfg)
+        model = Trainer.build_model(cfg, teacher_cfg)
         checkpointer = DetectionCheckpointer(model, save_dir=args.run_dir)
         if point is not None:
             checkpointer.load(point.path)
         else:
             checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=False)
         return Trainer.test(cfg, model)
-    trainer = Trainer(cfg)
+    trainer = Trainer(cfg, teacher_cfg)
     if point is not None and point.warning:
         trainer.resume_from(point.path)
     else:
@@ -171,12 +173,13 @@ def run(args):
         raise TrainingInterrupted(trainer.iter) from None
 
 
-def main(args):
-    """One process's run. A QuantMimicInputError (in this process or a DataLoader worker) or a write
-    that fails for want of space or permission ends it with exit status 2: printed as one line, or, in a
-    spawned worker, written for the launching process. Ctrl-C ends it with exit status 130."""
+def main(args, teacher_cfg: CfgNode | None = None):
+    """One process's run (``teacher_cfg``: see :func:`run`). A QuantMimicInputError (in this process or
+    a DataLoader worker) or a write that fails for want of space or permission ends it with exit status
+    2: printed as one line, or, in a spawned worker, written for the launching process. Ctrl-C ends it
+    with exit status 130."""
     try:
-        result = run(args)
+        result = run(args, teacher_cfg)
     except QuantMimicInputError as e:
         message = one_line(e)
     except KeyboardInterrupt as e:
@@ -254,7 +257,10 @@ def cli(argv: list[str] | None = None) -> None:
     args = get_parser().parse_args(argv)
     try:  # check the inputs once, before any worker starts, so a mistake reads as one sentence
         cfg = prepare(args)
-        args.data_notes = check_run(cfg, args)  # what the checks of --dataset data sets covered
+        # a QuantMimicRCNN's teacher config: read once, here, and passed on to the workers
+        is_qm = cfg.MODEL.META_ARCHITECTURE == QUANT_MIMIC_ARCH
+        teacher_cfg = load_teacher_config(cfg) if is_qm else None
+        args.data_notes = check_run(cfg, args, teacher_cfg)  # what the --dataset checks covered
     except QuantMimicInputError as e:
         fail(one_line(e))
     error_dir = tempfile.mkdtemp(prefix="quantmimic-errors-")
@@ -267,7 +273,7 @@ def cli(argv: list[str] | None = None) -> None:
                 num_machines=args.num_machines,
                 machine_rank=args.machine_rank,
                 dist_url=args.dist_url,
-                args=(args,),
+                args=(args, teacher_cfg),
             )
     except QuantMimicInputError as e:  # the folder is another run's, or cannot be written
         fail(one_line(e))

@@ -17,7 +17,6 @@ from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import GeneralizedRCNN
 
-from ..config import QUANT_MIMIC_ARCH, load_teacher_config
 from ..data.user import check_user_dataset, user_dataset
 from ..errors import QuantMimicInputError
 from .run_dir import LAST_CHECKPOINT, last_checkpoint_name, read_checkpoint
@@ -27,18 +26,19 @@ from .teacher import load_teacher_weights
 _DATASET_PATH_FIELDS = ("dirname", "image_root", "json_file", "annotation_file", "gt_dir")
 
 
-def check_run(cfg: CfgNode, args: argparse.Namespace) -> list[str]:
+def check_run(cfg: CfgNode, args: argparse.Namespace, teacher_cfg: CfgNode | None = None) -> list[str]:
     """All checks a ``train_net.py`` run needs before it starts workers, cheapest first: MODEL.WEIGHTS,
     OUTPUT_DIR, the data sets, the process count, then a Quantization Mimic run's teacher.
 
     ``args``: train_net.py's options (``resume``, ``eval_only``, ``num_gpus``, ``num_machines``) and
-    ``resume_point``, the checkpoint --resume loads (then MODEL.WEIGHTS must exist but is not read).
+    ``resume_point``, the checkpoint --resume loads (then MODEL.WEIGHTS must exist but is not read);
+    ``teacher_cfg``: a QuantMimicRCNN run's teacher config as train_net.py read it (else None).
     Returns the sentences to log (what the checks of ``--dataset`` data sets covered)."""
     check_weights(cfg.MODEL.WEIGHTS, read=args.resume_point is None)
     check_output_dir(cfg, args.resume, args.eval_only)
     notes = check_datasets(cfg, args.eval_only)
     check_processes(cfg, args.num_gpus, args.num_machines, args.eval_only)
-    check_teacher(cfg, args.eval_only)
+    check_teacher(cfg, teacher_cfg, args.eval_only)
     return notes
 
 
@@ -127,18 +127,16 @@ def check_processes(cfg: CfgNode, num_gpus: int, num_machines: int, eval_only: b
         )
 
 
-def check_teacher(cfg: CfgNode, eval_only: bool) -> None:
-    """For a ``QuantMimicRCNN`` config: the teacher config is readable and has the student's classes,
-    and (for training) MODEL.QUANT_MIMIC.TEACHER_WEIGHTS is a readable checkpoint whose every key and
-    shape matches that config (not the student's own checkpoint, not a QM checkpoint).
+def check_teacher(cfg: CfgNode, teacher_cfg: CfgNode | None, eval_only: bool) -> None:
+    """For the training of a ``QuantMimicRCNN``: MODEL.QUANT_MIMIC.TEACHER_WEIGHTS is a readable
+    checkpoint whose every key and shape matches the teacher config ``teacher_cfg`` (not the student's
+    own checkpoint, not a QM checkpoint). ``teacher_cfg``: None for other configs; reading it checked
+    the yaml and the student's classes.
 
     The teacher is built on the CPU here, once, and freed again; an evaluation reads the teacher from
-    MODEL.WEIGHTS, so ``eval_only`` checks the config only.
+    MODEL.WEIGHTS, so ``eval_only`` checks nothing here.
     """
-    if cfg.MODEL.META_ARCHITECTURE != QUANT_MIMIC_ARCH:
-        return
-    teacher_cfg = load_teacher_config(cfg)  # its yaml's own errors are one sentence too
-    if eval_only:
+    if teacher_cfg is None or eval_only:
         return
     teacher_cfg = teacher_cfg.clone()
     teacher_cfg.defrost()

@@ -4,9 +4,11 @@ weights and checks and the student-only export."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 
+import torch
 from detectron2.config import CfgNode
 from detectron2.data import (
     DatasetMapper,
@@ -19,6 +21,7 @@ from detectron2.evaluation import COCOEvaluator, DatasetEvaluator
 from torch.nn.parallel import DistributedDataParallel
 
 from ..compat import OptimizerStateInCheckpoints, cpu_capable_ddp, forward_after_backward
+from ..config import QUANT_MIMIC_ARCH
 from ..errors import QuantMimicInputError
 from ..evaluation import PascalVOCPerClassEvaluator, WiderFaceEvaluator
 from ..modeling.meta_arch import QuantMimicRCNN
@@ -34,13 +37,27 @@ logger = logging.getLogger(__name__)
 class Trainer(OptimizerStateInCheckpoints, DefaultTrainer):
     """DefaultTrainer that runs on CPU processes too (GLOO) and trains Quantization Mimic students."""
 
-    def __init__(self, cfg: CfgNode):
+    def __init__(self, cfg: CfgNode, teacher_cfg: CfgNode | None = None):
+        """``teacher_cfg``: a QuantMimicRCNN's teacher config as the run read it (default: read from
+        MODEL.QUANT_MIMIC.TEACHER_CONFIG)."""
+        # DefaultTrainer.__init__ calls self.build_model(cfg): this trainer's passes the teacher config on
+        self.build_model = functools.partial(type(self).build_model, teacher_cfg=teacher_cfg)
         with cpu_capable_ddp():
             super().__init__(cfg)
         forward_after_backward(self)
         make_saves_atomic(self.checkpointer)  # checkpoints, then last_checkpoint, renamed in when whole
         if isinstance(self.bare_model, QuantMimicRCNN):
             self.prepare_teacher(cfg, self.bare_model)
+
+    @classmethod
+    def build_model(cls, cfg: CfgNode, teacher_cfg: CfgNode | None = None):
+        """detectron2's ``build_model``; a QuantMimicRCNN's teacher is built from ``teacher_cfg`` where
+        given (the config the run read once), else from MODEL.QUANT_MIMIC.TEACHER_CONFIG."""
+        if teacher_cfg is None or cfg.MODEL.META_ARCHITECTURE != QUANT_MIMIC_ARCH:
+            return super().build_model(cfg)
+        model = QuantMimicRCNN(cfg, teacher_cfg=teacher_cfg).to(torch.device(cfg.MODEL.DEVICE))
+        logger.info(f"Model:\n{model}")
+        return model
 
     @property
     def bare_model(self):

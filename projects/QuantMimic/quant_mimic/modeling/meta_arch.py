@@ -159,9 +159,11 @@ class QuantMimicRCNN(nn.Module):
         self.teacher_shares_images = self.teacher.same_inputs_as(student)
 
     @classmethod
-    def from_config(cls, cfg: CfgNode) -> dict:
+    def from_config(cls, cfg: CfgNode, teacher_cfg: CfgNode | None = None) -> dict:
+        """``teacher_cfg``: the teacher's config as the run read it (default: read here, from
+        MODEL.QUANT_MIMIC.TEACHER_CONFIG)."""
         student = GeneralizedRCNN(student_config(cfg))
-        teacher_cfg = load_teacher_config(cfg)
+        teacher_cfg = load_teacher_config(cfg) if teacher_cfg is None else teacher_cfg
         teacher = GeneralizedRCNN(teacher_cfg)
         in_features = list(cfg.MODEL.QUANT_MIMIC.IN_FEATURES or cfg.MODEL.ROI_HEADS.IN_FEATURES)
         part, s_shape = maps_part(student, in_features)
