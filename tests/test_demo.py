@@ -16,7 +16,7 @@ from conftest import CONFIGS, PROJECT, REPO, STUDENT_CONFIG
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
-from quant_mimic.config import build_config
+from quant_mimic.config import build_config, deployed_config
 from quant_mimic.data import MINI_SPEC, render_image
 from quant_mimic.engine.export import export_student
 from quant_mimic.predictor import Predictor
@@ -160,7 +160,7 @@ def test_a_quant_mimic_config_runs_its_student_from_a_qm_checkpoint(student, tmp
     cfg = build_config(
         str(CONFIGS / "qm_R_tiny_FPN.yaml"), ["MODEL.WEIGHTS", str(tmp_path / "model_final.pth"), *CPU]
     )
-    predictor = Predictor(cfg)
+    predictor = Predictor(deployed_config(cfg))  # as demo.py's set-up passes it
     assert type(predictor.model).__name__ == "GeneralizedRCNN"
     loaded = predictor.model.state_dict()
     assert loaded.keys() == student.model.state_dict().keys()

@@ -9,6 +9,9 @@ ones. This module is the one place that knows these prefixes.
 from __future__ import annotations
 
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode
+from detectron2.modeling import build_model
+from torch import nn
 
 STUDENT_PREFIX = "student."
 TEACHER_PREFIX = "teacher."
@@ -38,3 +41,11 @@ class StudentCheckpointer(DetectionCheckpointer):
         if "model" in checkpoint:
             checkpoint["model"] = student_state(checkpoint["model"])
         return super()._load_model(checkpoint)
+
+
+def trained_model(cfg: CfgNode) -> nn.Module:
+    """The model of ``cfg`` (``build_model``) in eval mode, with MODEL.WEIGHTS loaded by
+    :class:`StudentCheckpointer` (a QM checkpoint's student too)."""
+    model = build_model(cfg)
+    StudentCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    return model.eval()

@@ -1,8 +1,9 @@
 """Predict and draw: the deployed predictor (or detectron2's ``DefaultPredictor``) and ``Visualizer``.
 
-A ``QuantMimicRCNN`` config runs its student (the model that is deployed), and its checkpoint may be a
-whole QuantMimicRCNN one (``student.*``, ``teacher.*``, ``adapter.*`` keys: the student's are taken), a
-student export (``student_final.pth``) or a plain detector checkpoint.
+The config given is the deployed model's (for a ``QuantMimicRCNN`` config its student's: the caller
+applies :func:`quant_mimic.config.deployed_config` once), and MODEL.WEIGHTS may be a whole QuantMimicRCNN
+checkpoint (``student.*``, ``teacher.*``, ``adapter.*`` keys: the student's are taken), a student export
+(``student_final.pth``) or a plain detector checkpoint.
 """
 
 from __future__ import annotations
@@ -20,19 +21,19 @@ from detectron2.engine import DefaultPredictor
 from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import ColorMode, VisImage, Visualizer
 
-from .checkpoint import StudentCheckpointer
-from .config import deployed_config
-from .deploy import DeployedPredictor, build_and_export
+from .checkpoint import StudentCheckpointer, trained_model
+from .deploy import DeployedPredictor, export_deployed
 from .deploy.runtime import to_model_format
 
 
 class Predictor(DefaultPredictor):
     """``DefaultPredictor`` (test-time resize, no_grad, one BGR image in, ``{"instances"}`` out) for the
-    deployed model of ``cfg``, with MODEL.WEIGHTS loaded by :class:`StudentCheckpointer`; the image is
-    converted to the model's INPUT.FORMAT (BGR, RGB or grayscale "L", which DefaultPredictor refuses)."""
+    model of ``cfg`` (a deployed model's config: :func:`quant_mimic.config.deployed_config`), with
+    MODEL.WEIGHTS loaded by :class:`StudentCheckpointer`; the image is converted to the model's
+    INPUT.FORMAT (BGR, RGB or grayscale "L", which DefaultPredictor refuses)."""
 
     def __init__(self, cfg: CfgNode):
-        cfg = deployed_config(cfg).clone()
+        cfg = cfg.clone()
         cfg.defrost()
         weights, cfg.MODEL.WEIGHTS = cfg.MODEL.WEIGHTS, ""  # DefaultPredictor loads nothing ...
         input_format, cfg.INPUT.FORMAT = cfg.INPUT.FORMAT, "BGR"  # ... and takes RGB / BGR only
@@ -60,25 +61,28 @@ def _frames(video: cv2.VideoCapture) -> Iterator[np.ndarray]:
 
 
 def deployed_predictor(cfg: CfgNode, folder: str | None = None) -> DeployedPredictor:
-    """The deployed form of the model of ``cfg`` (MODEL.WEIGHTS loaded, a QM checkpoint's student too),
-    written to ``folder`` (default: a temporary folder, removed once loaded) and loaded on MODEL.DEVICE."""
+    """The deployed form of the model of ``cfg`` (a deployed model's config; MODEL.WEIGHTS loaded, a QM
+    checkpoint's student too), written to ``folder`` (default: a temporary folder, removed once loaded)
+    and loaded on MODEL.DEVICE."""
     if folder is not None:
-        return DeployedPredictor(build_and_export(cfg, folder), cfg.MODEL.DEVICE)
+        return DeployedPredictor(export_deployed(cfg, trained_model(cfg), folder), cfg.MODEL.DEVICE)
     with tempfile.TemporaryDirectory(prefix="quantmimic-deploy-") as tmp:
-        return DeployedPredictor(build_and_export(cfg, tmp), cfg.MODEL.DEVICE)
+        return DeployedPredictor(export_deployed(cfg, trained_model(cfg), tmp), cfg.MODEL.DEVICE)
 
 
 class VisualizationDemo:
     """Run a detector on images or video frames and draw its detections.
 
-    By default the detector runs in its deployed form (:mod:`quant_mimic.deploy`); ``eager=True`` runs
-    detectron2's ``GeneralizedRCNN`` instead, for comparison. The class names and colours come from the
-    metadata of the config's DATASETS.TEST[0] (a deployed folder: the class names it holds).
+    ``cfg`` is the deployed model's config (:func:`quant_mimic.config.deployed_config`, applied once by
+    ``demo.py``). By default the detector runs in its deployed form (:mod:`quant_mimic.deploy`);
+    ``eager=True`` runs detectron2's ``GeneralizedRCNN`` instead, for comparison. The class names and
+    colours come from the metadata of the config's DATASETS.TEST[0] (a deployed folder: the class names
+    it holds).
     """
 
     def __init__(self, cfg: CfgNode, instance_mode: ColorMode | None = None, *, eager: bool = False):
         self.cpu_device = torch.device("cpu")
-        self.predictor = Predictor(cfg) if eager else deployed_predictor(deployed_config(cfg))
+        self.predictor = Predictor(cfg) if eager else deployed_predictor(cfg)
         self._set_metadata(cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "__unused", instance_mode)
 
     @classmethod

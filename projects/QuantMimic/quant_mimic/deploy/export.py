@@ -18,13 +18,13 @@ from typing import Any
 import torch
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
-from detectron2.modeling import GeneralizedRCNN, StandardROIHeads, build_model
+from detectron2.modeling import GeneralizedRCNN, StandardROIHeads
 from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
 from detectron2.modeling.proposal_generator import RPN
 from torch import nn
 
 from ..atomic import WriteFailure, atomic_write, find_write_error, fsync_folder, write_failure, write_text
-from ..checkpoint import StudentCheckpointer
+from ..checkpoint import trained_model
 from ..config import deployed_config
 from ..errors import QuantMimicInputError
 from ..modeling.rfcn import RFCNROIHeads
@@ -383,8 +383,8 @@ def _write_deployed(cfg: CfgNode, model: GeneralizedRCNN, output_dir: Path) -> N
 
 
 def build_and_export(cfg: CfgNode, output_dir: str | Path) -> Path:
-    """Build the model of ``cfg``, load ``MODEL.WEIGHTS`` (a QM checkpoint's student too) and export it."""
+    """Build the model of any config of this project (a QuantMimicRCNN config: its student, see
+    :func:`quant_mimic.config.deployed_config`), load ``MODEL.WEIGHTS`` (a QM checkpoint's student too)
+    and export it."""
     cfg = deployed_config(cfg)
-    model = build_model(cfg)
-    StudentCheckpointer(model).load(cfg.MODEL.WEIGHTS)
-    return export_deployed(cfg, model.eval(), output_dir)
+    return export_deployed(cfg, trained_model(cfg), output_dir)
