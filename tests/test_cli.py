@@ -22,7 +22,7 @@ COMMANDS = {
     "quant_mimic_tools.study": {"output_dir", "overrides", "seeds"},
     "quant_mimic_tools.benchmark": {"json"},
     "quant_mimic_tools.deploy": {"config", "weights", "output_dir", "overrides"},
-    "quant_mimic_tools.settings_sweep": {"config", "weights", "json", "overrides"},
+    "quant_mimic_tools.evaluate_deployed": {"config", "weights", "json", "overrides"},
     "quant_mimic_tools.feature_stats": {"config", "weights", "json", "overrides"},
     "quant_mimic_tools.convert": {"config"},
     "quant_mimic_tools.voc_eval": {"json"},

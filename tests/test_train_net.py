@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -99,35 +100,41 @@ def test_a_new_run_refuses_to_overwrite_an_earlier_one(trained, datasets_root):
     assert {p.name: p.stat().st_mtime for p in out.iterdir()} == before
 
 
-def test_the_deployed_model_reaches_the_eager_models_ap(trained, datasets_root, tmp_path):
-    """The trained student's deployed form, evaluated on the same val set with the same evaluator."""
+def test_the_deployed_model_reaches_the_eager_models_ap(trained, datasets_root, tmp_path, capsys):
+    """The trained student's deployed form, evaluated on the same val set with the same evaluator: by
+    ``quant_mimic_tools.evaluate_deployed`` (eager and deployed, one line each), and as a predictor whose
+    ONNX Runtime graph served every image."""
     from conftest import registered_mini_shapes
 
     from quant_mimic.config import build_config
     from quant_mimic.deploy import DeployedPredictor, build_and_export
-    from quant_mimic_tools.settings_sweep import evaluate
+    from quant_mimic_tools import evaluate_deployed
 
     _, opts, train_run, weights = trained
     eager = copypaste_results(train_run.stdout + train_run.stderr)
     with registered_mini_shapes(datasets_root, "deployap_shapes") as names:
         val = next(n for n in names if n.endswith("_val"))
-        overrides = [
-            *opts,
-            "DATASETS.TEST",
-            f"('{val}',)",
-            "MODEL.WEIGHTS",
-            str(weights),
-            "MODEL.DEVICE",
-            "cpu",
-        ]
-        cfg = build_config(str(STUDENT_CONFIG), overrides)
+        overrides = [*opts, "DATASETS.TEST", f"('{val}',)"]
+        record = tmp_path / "ap.json"
+        evaluate_deployed.main(["--config-file", str(STUDENT_CONFIG), "--weights", str(weights), "--device", "cpu",
+                                "--json", str(record), *overrides])  # fmt: skip
+        cfg = build_config(
+            str(STUDENT_CONFIG), [*overrides, "MODEL.WEIGHTS", str(weights), "MODEL.DEVICE", "cpu"]
+        )
         predictor = DeployedPredictor(build_and_export(cfg, tmp_path / "deployed"))
-        assert predictor.backend == "onnxruntime_graph"  # the CPU default: the whole detector in one graph
-        deployed = evaluate(predictor, cfg)["bbox"]
+        deployed = evaluate_deployed.coco_ap(predictor.as_module(), cfg)["bbox"]
         assert predictor.graphs.sessions and predictor.graphs.failure is None
+    runs = json.loads(record.read_text())["runs"]
+    assert list(runs) == [
+        "eager",
+        "deployed (onnxruntime_graph)",
+    ]  # the CPU default: the whole detector in one graph
+    assert runs["eager"]["AP"] == pytest.approx(eager["AP"], abs=0.05)
+    assert "deployed (onnxruntime_graph)" in capsys.readouterr().out
     assert eager["AP50"] > 0
-    assert deployed["AP"] == pytest.approx(eager["AP"], abs=0.3)
-    assert deployed["AP50"] == pytest.approx(eager["AP50"], abs=0.3)
+    for measured in (deployed, runs["deployed (onnxruntime_graph)"]):
+        assert measured["AP"] == pytest.approx(eager["AP"], abs=0.3)
+        assert measured["AP50"] == pytest.approx(eager["AP50"], abs=0.3)
 
 
 def test_kill_9_then_resume_reaches_the_uninterrupted_runs_ap(trained, datasets_root, tmp_path):

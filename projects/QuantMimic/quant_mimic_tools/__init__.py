@@ -6,7 +6,8 @@ from detectron2/). Each runs as ``python -m quant_mimic_tools.<command>``:
     study          students over seeds to convergence, the paper's ablations, paired differences with 95% CIs
     benchmark      cost: training steps of scratch vs mimic/QM, and teacher vs student inference, eager and deployed
     deploy         the deployed form of a trained detector (folded, traced / ONNX networks, batched inference)
-    settings_sweep AP against deployed latency over a grid of test-time settings
+    evaluate_deployed  COCO AP of a trained detector, eager vs each way its deployed form runs; ``--sweep``:
+                   AP and deployed latency over a grid of test-time settings
     convert        torchvision ImageNet checkpoints -> weights of this project's backbones
     feature_stats  what a quantizer stride does to a trained model's features
     collect_env    versions, where detectron2 came from, missing compiled ops

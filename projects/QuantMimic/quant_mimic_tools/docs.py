@@ -13,7 +13,7 @@ Each table name is a function of the JSON records in ``projects/QuantMimic/docs/
 the measurements in the formats the commands write: ``results.json`` of the main job
 (``quant_mimic_tools.pipeline``), ``model_zoo.json`` rows of its report, ``study.json`` of
 ``quant_mimic_tools.study``, ``--json`` of ``quant_mimic_tools.benchmark`` and of
-``quant_mimic_tools.settings_sweep``, each with a ``source`` entry (command, machine, date) added. A
+``quant_mimic_tools.evaluate_deployed --sweep``, each with a ``source`` entry (command, machine, date) added. A
 new run's file dropped in under the record's name (see ``RECORDS`` below) and ``make docs`` regenerate
 the pages. A record that is absent gives "not yet measured". Plain Python: no torch, no detectron2.
 """
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 from .chains import CHAINS
+from .evaluate_deployed import KEYS as SWEEP_KEYS
 
 PROJECT = Path(__file__).resolve().parents[1]
 ROOT = PROJECT.parents[1]
@@ -43,12 +44,6 @@ PAGES = (
 )
 MARKER = re.compile(r"(<!-- table:([\w-]+) -->\n)(.*?)(<!-- /table -->)", re.DOTALL)
 NOT_MEASURED = "not yet measured"
-SWEEP_KEYS = (
-    "MODEL.RPN.PRE_NMS_TOPK_TEST",
-    "MODEL.RPN.POST_NMS_TOPK_TEST",
-    "MODEL.DEPLOY.CANDIDATES_PER_IMAGE",
-    "TEST.DETECTIONS_PER_IMAGE",
-)
 
 
 class Records:
@@ -512,7 +507,8 @@ def settings_sweep(records: Records) -> str:
     sweeps = {}
     for n in names:
         rec = records.get(n)
-        sweeps[n] = rec if isinstance(rec, dict) else {"rows": rec}
+        rec = rec if isinstance(rec, dict) else {"rows": rec}  # settings_sweep's list of rows
+        sweeps[n] = {**rec, "rows": rec.get("rows") or rec.get("sweep", [])}  # or evaluate_deployed's record
     order: list[tuple] = []
     cells: dict[tuple, list[str]] = {}
     for i, n in enumerate(names):

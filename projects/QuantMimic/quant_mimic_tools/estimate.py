@@ -58,14 +58,12 @@ def evaluations(max_iter: int, period: int) -> int:
     return max_iter // period + (1 if max_iter % period else 0)
 
 
-def _random_teacher(cfg, folder: str) -> str:
-    """A checkpoint of random teacher weights for a QuantMimicRCNN ``cfg``: time does not depend on them."""
+def _random_teacher(teacher_cfg, folder: str) -> str:
+    """A checkpoint of random weights of the teacher ``teacher_cfg``: time does not depend on them."""
     from detectron2.modeling import build_model
 
-    from quant_mimic.config import load_teacher_config
-
     path = str(Path(folder) / "teacher.pth")
-    torch.save({"model": build_model(load_teacher_config(cfg)).state_dict()}, path)
+    torch.save({"model": build_model(teacher_cfg).state_dict()}, path)
     return path
 
 
@@ -74,7 +72,7 @@ def time_stage(chain: Chain, config: str, opts: list[str], warmup: int, steps: i
     schedule and hours on ``chain``'s val set."""
     from detectron2.utils.events import EventStorage
 
-    from quant_mimic.config import build_config
+    from quant_mimic.config import build_config, load_teacher_config
     from quant_mimic.deploy.runtime import resized_shape
     from quant_mimic.engine import Trainer
     from quant_mimic.timing import time_calls
@@ -95,10 +93,12 @@ def time_stage(chain: Chain, config: str, opts: list[str], warmup: int, steps: i
         run_cfg = cfg.clone()
         run_cfg.defrost()
         run_cfg.merge_from_list([*_TIMED_RUN, "OUTPUT_DIR", tmp])
+        teacher_cfg = None
         if cfg.MODEL.META_ARCHITECTURE == "QuantMimicRCNN":
-            run_cfg.MODEL.QUANT_MIMIC.TEACHER_WEIGHTS = _random_teacher(cfg, tmp)
+            teacher_cfg = load_teacher_config(cfg)
+            run_cfg.MODEL.QUANT_MIMIC.TEACHER_WEIGHTS = _random_teacher(teacher_cfg, tmp)
         torch.manual_seed(0)
-        trainer = FedTrainer(run_cfg)
+        trainer = FedTrainer(run_cfg, teacher_cfg)
 
         def step(lap) -> None:  # one iteration of detectron2's TrainerBase.train
             trainer.before_step()
