@@ -211,7 +211,8 @@ def test_the_trainer_builds_the_teacher_from_the_config_the_run_read(teacher, tm
     assert model.teacher.cfg is teacher_cfg
     assert not any(isinstance(m, QuantizedReLU) for m in model.teacher.model.modules())
     assert any(isinstance(m, QuantizedReLU) for m in Trainer.build_model(cfg).teacher.model.modules())
-    assert Trainer(cfg, teacher_cfg).bare_model.teacher.cfg is teacher_cfg  # DefaultTrainer's build_model call
+    # the trainer passes it to DefaultTrainer's build_model call
+    assert Trainer(cfg, teacher_cfg).bare_model.teacher.cfg is teacher_cfg
 
 
 class WidenedP3(Backbone):
