@@ -112,3 +112,41 @@ def test_a_command_run_as_a_script_prints_its_help_without_warnings():
     """A fresh interpreter: the warnings that imports give (torch.jit.script) are filtered there too."""
     run = subprocess.run([sys.executable, str(PROJECT / "demo.py"), "--help"], capture_output=True, text=True)
     assert run.returncode == 0 and "Warning" not in run.stderr, run.stderr
+
+
+def test_run_ends_input_errors_interruptions_and_full_disks_in_one_line(capsys, tmp_path):
+    """``cli.run``, every command's main: one line on stderr and exit 2 (bad input, a full disk) or 130
+    (Ctrl-C); other errors keep their traceback."""
+    import errno
+
+    from quant_mimic.errors import QuantMimicInputError
+    from quant_mimic_tools.cli import make_parser, run
+    from quant_mimic_tools.runner import StageInterrupted
+
+    full = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "f"))
+    saving = RuntimeError("torch.save failed")
+    saving.__cause__ = full
+    cases = [
+        (QuantMimicInputError("Bad input: fix it."), {}, 2, "prog: error: Bad input: fix it."),
+        (ValueError("A damaged folder: deploy again."), {"errors": (ValueError,)}, 2,
+         "prog: error: A damaged folder: deploy again."),
+        (KeyboardInterrupt(), {"interrupted": "run it again"}, 130, "prog: interrupted; run it again."),
+        (StageInterrupted("teacher", "at iteration 5"), {}, 130, "prog: interrupted in stage teacher (at iteration "
+         "5); run the same command again to continue: finished stages are reused and teacher resumes from its "
+         "last checkpoint."),
+        (saving, {"write_advice": "free some space"}, 2, f"prog: error: Cannot write {tmp_path / 'f'}: the disk of "
+         f"{tmp_path} is full"),
+    ]  # fmt: skip
+    for error, options, code, line in cases:
+
+        def command(args, error=error):
+            raise error
+
+        with pytest.raises(SystemExit) as exit_:
+            run("prog", make_parser("prog", "doc"), command, [], **options)
+        (said,) = capsys.readouterr().err.strip().splitlines()
+        assert exit_.value.code == code and said.startswith(line), said
+    assert said.endswith(": free some space.")
+    with pytest.raises(ValueError):  # not a user's mistake: the traceback stays
+        run("prog", make_parser("prog", "doc"), lambda args: int("x"), [])
+    assert run("prog", make_parser("prog", "doc"), lambda args: 7, []) == 7

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from quant_mimic.errors import QuantMimicInputError
 from quant_mimic_tools import study
 
 
@@ -139,7 +140,7 @@ def test_a_different_schedule_on_the_same_folder_is_refused_and_the_record_kept(
     study.check_schedule(tmp_path, dict(schedule))
     before = (tmp_path / "study.json").read_text()
     for other in ({"lr_step": 3200, "max_iter": 4000}, {"eval_period": 100}, {"max_iter": 1500}):
-        with pytest.raises(SystemExit, match="schedule"):
+        with pytest.raises(QuantMimicInputError, match="schedule"):
             study.check_schedule(tmp_path, {**schedule, **other})
         assert (tmp_path / "study.json").read_text() == before
     study.check_schedule(tmp_path, dict(schedule))  # same: fine
@@ -284,7 +285,7 @@ def test_a_study_folder_keeps_its_architecture(tmp_path):
     schedule = {"max_iter": 2000, "eval_period": 250, "lr_step": 1600, "smoke": False}
     study.check_schedule(tmp_path, dict(schedule))  # a record without the key: the FPN study
     study.check_schedule(tmp_path, {**schedule, "architecture": "fpn"})
-    with pytest.raises(SystemExit, match="schedule"):
+    with pytest.raises(QuantMimicInputError, match="schedule"):
         study.check_schedule(tmp_path, {**schedule, "architecture": "single"})
 
 
@@ -341,12 +342,16 @@ def test_test_split_tables_read_each_runs_test_record_and_the_test_evaluation_wr
     assert "AP on the test split" in study.markdown(test, {"max_iter": 500, "eval_period": 250})
 
 
-def test_a_second_study_on_a_folder_in_use_is_refused_in_one_sentence(tmp_path):
-    from quant_mimic.engine.run_lock import FolderInUseError, run_lock
+def test_a_second_study_on_a_folder_in_use_is_refused_in_one_sentence(tmp_path, capsys):
+    from quant_mimic.engine.run_lock import run_lock
 
     with run_lock(tmp_path, option="--output-dir"):
-        with pytest.raises(FolderInUseError, match="pid"):
+        with pytest.raises(SystemExit) as exit_:
             study.main(["--report-only", "--output-dir", str(tmp_path)])
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and line.startswith(
+        f"study: error: {tmp_path} is in use by another run (pid "
+    )
     assert not (tmp_path / "study.md").exists()  # nothing written by the refused run
 
 

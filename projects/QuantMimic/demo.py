@@ -53,7 +53,7 @@ from quant_mimic.deploy.runtime import DeployedFolderError, load_spec  # noqa: E
 from quant_mimic.engine.checks import check_weights  # noqa: E402
 from quant_mimic.errors import QuantMimicInputError  # noqa: E402
 from quant_mimic.predictor import VisualizationDemo  # noqa: E402
-from quant_mimic_tools.cli import HelpFormatter, add_overrides  # noqa: E402
+from quant_mimic_tools.cli import HelpFormatter, add_overrides, run  # noqa: E402
 
 WINDOW_NAME = "QuantMimic detections"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -274,39 +274,40 @@ def run_webcam(demo: VisualizationDemo, args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+    run("demo.py", parse_args, run_demo, argv, errors=(DeployedFolderError,))
+
+
+def run_demo(args: argparse.Namespace) -> None:
+    """Draw the detections of ``args``' model on its images, video or webcam frames; raises
+    QuantMimicInputError or DeployedFolderError (one sentence each)."""
     logger = setup_logger(name="quant_mimic.demo")
-    try:
-        if args.deployed and (args.config_file or args.eager or args.weights):
-            raise QuantMimicInputError(
-                "--deployed runs a deployed folder alone: drop --config-file, --weights and --eager."
-            )
-        if args.deployed:
-            load_spec(args.deployed)  # every file against the folder's manifest, then deploy.json
-        cfg = None if args.deployed else setup_cfg(args)
-        if args.input:  # check the inputs before the model is built
-            inputs = expand_inputs(args.input)
-            out = args.output_dir or args.output
-            outputs = output_paths(inputs, out, args.output_dir is not None) if out else [None] * len(inputs)
-        elif args.video_input and not os.path.isfile(args.video_input):
-            raise QuantMimicInputError(
-                f"--video-input file {args.video_input} does not exist: pass a video file."
-            )
-        if args.deployed:
-            demo = VisualizationDemo.from_deployed(
-                args.deployed, args.device, score_thresh=args.confidence_threshold
-            )
-        else:
-            demo = VisualizationDemo(cfg, eager=args.eager)
-        if args.input:
-            run_images(demo, inputs, outputs, logger)
-        elif args.video_input:
-            run_video(demo, args)
-        else:
-            run_webcam(demo, args)
-    except (QuantMimicInputError, DeployedFolderError) as e:
-        print(f"demo.py: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    if args.deployed and (args.config_file or args.eager or args.weights):
+        raise QuantMimicInputError(
+            "--deployed runs a deployed folder alone: drop --config-file, --weights and --eager."
+        )
+    if args.deployed:
+        load_spec(args.deployed)  # every file against the folder's manifest, then deploy.json
+    cfg = None if args.deployed else setup_cfg(args)
+    if args.input:  # check the inputs before the model is built
+        inputs = expand_inputs(args.input)
+        out = args.output_dir or args.output
+        outputs = output_paths(inputs, out, args.output_dir is not None) if out else [None] * len(inputs)
+    elif args.video_input and not os.path.isfile(args.video_input):
+        raise QuantMimicInputError(
+            f"--video-input file {args.video_input} does not exist: pass a video file."
+        )
+    if args.deployed:
+        demo = VisualizationDemo.from_deployed(
+            args.deployed, args.device, score_thresh=args.confidence_threshold
+        )
+    else:
+        demo = VisualizationDemo(cfg, eager=args.eager)
+    if args.input:
+        run_images(demo, inputs, outputs, logger)
+    elif args.video_input:
+        run_video(demo, args)
+    else:
+        run_webcam(demo, args)
 
 
 if __name__ == "__main__":

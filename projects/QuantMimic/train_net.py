@@ -73,9 +73,10 @@ from quant_mimic.engine.run_lock import run_lock  # noqa: E402
 from quant_mimic.engine.stride_fit import resolve_stride  # noqa: E402
 from quant_mimic.engine.trusted_writes import resume_advice  # noqa: E402
 from quant_mimic.errors import QuantMimicInputError, one_line  # noqa: E402
+from quant_mimic_tools.cli import run as run_command  # noqa: E402
 
 PROG = "train_net.py"
-# Set by cli() for spawned workers: the file a worker writes its QuantMimicInputError sentence to.
+# Set by launch_run() for spawned workers: the file a worker writes its QuantMimicInputError sentence to.
 ERROR_FILE_ENV = "QUANTMIMIC_ERROR_FILE"
 
 logger = logging.getLogger("quant_mimic.train_net")
@@ -254,15 +255,19 @@ def get_parser():
 
 
 def cli(argv: list[str] | None = None) -> None:
-    args = get_parser().parse_args(argv)
-    try:  # check the inputs once, before any worker starts, so a mistake reads as one sentence
-        cfg = prepare(args)
-        # a QuantMimicRCNN's teacher config: read once, here, and passed on to the workers
-        is_qm = cfg.MODEL.META_ARCHITECTURE == QUANT_MIMIC_ARCH
-        teacher_cfg = load_teacher_config(cfg) if is_qm else None
-        args.data_notes = check_run(cfg, args, teacher_cfg)  # what the --dataset checks covered
-    except QuantMimicInputError as e:
-        fail(one_line(e))
+    """The command: a QuantMimicInputError here (checks, the folder's lock) or in a worker ends as one line
+    ``train_net.py: error: ...``, exit 2 (quant_mimic_tools.cli.run)."""
+    run_command(PROG, get_parser(), launch_run, argv)
+
+
+def launch_run(args) -> None:
+    """Check the inputs once, before any worker starts, so that a mistake reads as one sentence; then run
+    ``main`` in every process, holding the folder's lock. Raises QuantMimicInputError."""
+    cfg = prepare(args)
+    # a QuantMimicRCNN's teacher config: read once, here, and passed on to the workers
+    is_qm = cfg.MODEL.META_ARCHITECTURE == QUANT_MIMIC_ARCH
+    teacher_cfg = load_teacher_config(cfg) if is_qm else None
+    args.data_notes = check_run(cfg, args, teacher_cfg)  # what the --dataset checks covered
     error_dir = tempfile.mkdtemp(prefix="quantmimic-errors-")
     os.environ[ERROR_FILE_ENV] = os.path.join(error_dir, "error.txt")
     try:
@@ -275,8 +280,6 @@ def cli(argv: list[str] | None = None) -> None:
                 dist_url=args.dist_url,
                 args=(args, teacher_cfg),
             )
-    except QuantMimicInputError as e:  # the folder is another run's, or cannot be written
-        fail(one_line(e))
     except KeyboardInterrupt:  # the launching process of a multi-process run
         interrupted(args.run_dir)
     except mp.ProcessExitedException as e:
@@ -285,7 +288,7 @@ def cli(argv: list[str] | None = None) -> None:
         if not os.path.isfile(os.environ[ERROR_FILE_ENV]):
             raise  # a worker died without an input error: keep PyTorch's report
         with open(os.environ[ERROR_FILE_ENV]) as f:
-            fail(f.read())
+            raise QuantMimicInputError(f.read()) from None
     finally:
         shutil.rmtree(error_dir, ignore_errors=True)
 

@@ -67,16 +67,40 @@ def write_json(path: str, data: Any) -> None:
 
 
 def run(
-    prog: str, parser: argparse.ArgumentParser, command: Callable[[argparse.Namespace], Any], argv=None
-) -> None:
-    """Parse ``argv`` and run ``command``; a QuantMimicInputError ends as one line ``PROG: error: ...``, exit 2."""
+    prog: str,
+    parser: argparse.ArgumentParser | Callable[[list[str] | None], argparse.Namespace],
+    command: Callable[[argparse.Namespace], Any],
+    argv: list[str] | None = None,
+    *,
+    errors: tuple[type[Exception], ...] = (),
+    interrupted: str = "",
+    write_advice: str = "free some space (or make the folder writable), then run the command again",
+) -> Any:
+    """Parse ``argv`` (with ``parser``, or a function of ``argv`` that returns the arguments) and return
+    ``command(args)``, every command's main. A QuantMimicInputError (or one of ``errors``: one-sentence
+    messages too) and a write that fails for want of space or permission (with ``write_advice``) end as one
+    line ``PROG: error: ...``, exit 2; Ctrl-C as one line ``PROG: interrupted`` (``interrupted``: what to do
+    then; an interruption that says more says it), exit 130."""
     # torch's deprecation notices about what detectron2 calls at import: noise around the one-line errors
     warnings.filterwarnings("ignore", message=r".*(deprecat|in an upcoming release)", category=FutureWarning)
-    from quant_mimic.errors import QuantMimicInputError, one_line
-
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv) if isinstance(parser, argparse.ArgumentParser) else parser(argv)
     try:
-        command(args)
-    except QuantMimicInputError as e:
-        print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
-        sys.exit(2)
+        return command(args)
+    except KeyboardInterrupt as e:
+        said = str(e) or "interrupted" + (f"; {interrupted}" if interrupted else "") + "."
+        print(f"{prog}: {said}", file=sys.stderr)
+        sys.exit(130)
+    except Exception as e:
+        # imported here: a command that never imports the library (docs) does not import torch for it
+        from quant_mimic.atomic import find_write_error, write_failure
+        from quant_mimic.errors import QuantMimicInputError, one_line
+
+        failed = find_write_error(e)
+        if isinstance(e, (QuantMimicInputError, *errors)):
+            message = one_line(e)
+        elif failed is not None:
+            message = one_line(write_failure(failed.filename or ".", failed, write_advice))
+        else:
+            raise
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    sys.exit(2)

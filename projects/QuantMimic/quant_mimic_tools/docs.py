@@ -607,13 +607,17 @@ def stale_pages(root: Path = ROOT, records: Records | None = None) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .cli import make_parser
+    from .cli import make_parser, run
 
     parser = make_parser("docs", __doc__)
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a page is stale")
     parser.add_argument("--records", type=Path, default=RECORDS, metavar="DIR", help="the records folder")
     parser.add_argument("--root", type=Path, default=ROOT, metavar="DIR", help="the repository root")
-    args = parser.parse_args(argv)
+    run("docs", parser, rewrite_pages, argv)
+
+
+def rewrite_pages(args) -> None:
+    """Rewrite the stale pages under ``args.root`` from ``args.records`` (``args.check``: only say which)."""
     records = Records(args.records)
     stale = stale_pages(args.root, records)
     if args.check:

@@ -52,16 +52,14 @@ import json
 import os
 import shlex
 import statistics
-import sys
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from .chains import CHAINS, SHAPES, Chain, register_data, write_toy_data
-from .cli import add_overrides, add_seeds, make_parser, write_json
+from .cli import add_overrides, add_seeds, make_parser, run, write_json
 from .results import finite_metric, read_final_metrics, table_cell
-from .runner import CONFIGS, MainJob, Stage, StageInterrupted, run_stage, stage_command
+from .runner import CONFIGS, MainJob, Stage, run_stage, stage_command
 
 
 @dataclass
@@ -266,11 +264,6 @@ RERUN_ADVICE = (
 )
 
 
-def fail(message: str) -> None:
-    print(f"pipeline: error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
 def resolve_data(args: argparse.Namespace, output: Path) -> UserData | None:
     """The user's data of this run: from --dataset / --train / --val (checked against the data the
     output folder's runs were made on), else the one ``<output>/user_data.json`` records, else None (the
@@ -470,35 +463,17 @@ def main(argv: list[str] | None = None) -> None:
     """The main job, holding ``<output>/.lock`` throughout (one main job per folder). A bad input, a
     second job on the folder, or a write that fails for want of space or permission ends as one line
     ``pipeline: error: ...`` (exit 2); Ctrl-C as one line naming the stage and how to continue (exit 130)."""
-    # torch's deprecation notices about what detectron2 calls at import: noise around the one-line errors
-    warnings.filterwarnings("ignore", message=r".*(deprecat|in an upcoming release)", category=FutureWarning)
-    from quant_mimic.atomic import find_write_error, write_failure
-    from quant_mimic.engine.run_lock import run_lock
-    from quant_mimic.errors import QuantMimicInputError, one_line
+    interrupted = "run the same command again to continue"
+    run("pipeline", get_parser(), locked_job, argv, interrupted=interrupted, write_advice=RERUN_ADVICE)
 
-    args = get_parser().parse_args(argv)
+
+def locked_job(args: argparse.Namespace) -> None:
+    """:func:`run_job` in ``args``' output folder, holding its lock (not to print or estimate a chain)."""
+    from quant_mimic.engine.run_lock import run_lock
+
     output = (args.output or default_output(args)).resolve()
-    try:
-        with contextlib.nullcontext() if args.dry_run or args.estimate else run_lock(output, "--output-dir"):
-            run_job(args, output)
-    except QuantMimicInputError as e:
-        fail(one_line(e))
-    except StageInterrupted as e:
-        said = f" ({e.line})" if e.line else ""
-        print(
-            f"pipeline: interrupted in stage {e.name}{said}; run the same command again to continue: finished "
-            f"stages are reused and {e.name} resumes from its last checkpoint.",
-            file=sys.stderr,
-        )
-        sys.exit(130)
-    except KeyboardInterrupt:
-        print("pipeline: interrupted; run the same command again to continue.", file=sys.stderr)
-        sys.exit(130)
-    except OSError as e:
-        failed = find_write_error(e)
-        if failed is None:
-            raise
-        fail(one_line(write_failure(failed.filename or output, failed, RERUN_ADVICE)))
+    with contextlib.nullcontext() if args.dry_run or args.estimate else run_lock(output, "--output-dir"):
+        run_job(args, output)
 
 
 def estimate_job(args: argparse.Namespace, chain: Chain, data: UserData | None, opts: list[str]) -> None:

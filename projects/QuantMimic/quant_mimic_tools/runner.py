@@ -135,6 +135,13 @@ class StageInterrupted(KeyboardInterrupt):
         self.name = name
         self.line = line
 
+    def __str__(self) -> str:
+        said = f" ({self.line})" if self.line else ""
+        return (
+            f"interrupted in stage {self.name}{said}; run the same command again to continue: finished stages "
+            f"are reused and {self.name} resumes from its last checkpoint."
+        )
+
 
 def _stop(proc: subprocess.Popen, log) -> str:
     """After Ctrl-C: pass SIGINT on to the stage's train_net.py (a terminal sends it to both, a ``kill

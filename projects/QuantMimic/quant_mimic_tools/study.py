@@ -52,9 +52,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from quant_mimic.config import available_cores, default_num_workers
+from quant_mimic.errors import QuantMimicInputError
 
 from .chains import SHAPES
 from .cli import add_overrides, add_seeds, make_parser
+from .cli import run as run_command
 from .results import is_evaluation, read_final_metrics, read_metrics
 from .runner import TRAIN_NET, MainJob, Stage, run_stage, stage_command
 
@@ -660,7 +662,7 @@ def matching_figure(output: Path, arms: list[Arm], seed: int, dataset: str, path
 def check_schedule(output: Path, schedule: dict) -> None:
     """Record the schedule in ``<output>/study.json``; refuse a different one on the same folder, except
     an extension: the same schedule with a larger ``max_iter`` (the finished students then resume and
-    train on at the last learning rate; the teachers are not retrained)."""
+    train on at the last learning rate; the teachers are not retrained). Raises QuantMimicInputError."""
     record = output / "study.json"
     if record.is_file():
         recorded = json.loads(record.read_text()).get("schedule")
@@ -685,8 +687,8 @@ def check_schedule(output: Path, schedule: dict) -> None:
                 if "extended_from" in recorded:
                     schedule["extended_from"] = recorded["extended_from"]
             else:
-                raise SystemExit(
-                    f"study: error: {output} holds a study with schedule {recorded}, not {schedule}: use "
+                raise QuantMimicInputError(
+                    f"{output} holds a study with schedule {recorded}, not {schedule}: use "
                     "another --output-dir, or the same --eval-period / --lr-step / --smoke (a larger --max-iter "
                     "with the same --lr-step extends it)."
                 )
@@ -737,7 +739,11 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = get_parser().parse_args(argv)
+    run_command("study", get_parser(), run_study, argv)
+
+
+def run_study(args: argparse.Namespace) -> None:
+    """The study of ``args``: its runs (those not done yet), tables and figures, holding its folder's lock."""
     if len(args.opts) % 2:
         get_parser().error(f"config overrides come in KEY VALUE pairs, got {args.opts}")
     if args.smoke:
