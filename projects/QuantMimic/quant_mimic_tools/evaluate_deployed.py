@@ -17,8 +17,8 @@ mini data set. A QM checkpoint is evaluated as its student.
 image / candidates before the final NMS / detections per image), the deployed form with that setting: its
 AP and its median latency on one random image at each of ``--sizes``. The first row is the config's own
 setting. This is the table that chose the tiny models' test-time settings in the configs
-(docs/BENCHMARKS.md, "Test-time settings": ``--device cpu --threads 2``). Trailing ``KEY VALUE`` pairs override
-the config (the grid's keys are then set over them).
+(docs/BENCHMARKS.md, "Test-time settings": ``--device cpu --threads 2``). Trailing ``KEY VALUE`` pairs
+override the config (the grid's keys are then set over them).
 """
 
 from __future__ import annotations
@@ -179,7 +179,7 @@ def get_parser() -> argparse.ArgumentParser:
         "--no-optimize",
         dest="optimize",
         action="store_false",
-        help="no torch.jit.optimize_for_inference of the deployed TorchScript networks (CPU)",
+        help="no torch.jit.optimize_for_inference of the deployed TorchScript networks (CPU; default: optimized)",
     )
     parser.add_argument("--json", metavar="FILE", help="also write every AP (and the sweep's rows) to FILE")
     add_overrides(parser, "the detector's config")

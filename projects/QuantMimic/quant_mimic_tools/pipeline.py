@@ -415,7 +415,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--setting",
         choices=sorted(CHAINS),
-        help="the chain: shapes (built-in data set, default), voc (paper Table 7), wider_face (Tables 2-6)",
+        help="the chain: shapes (built-in data set, default), voc (paper Table 7), voc_single (the same with the "
+        "single-level detector), wider_face (Tables 2-6)",
     )
     parser.add_argument(
         "--data-root",
