@@ -24,6 +24,7 @@ override the config (the grid's keys are then set over them).
 from __future__ import annotations
 
 import argparse
+import functools
 import tempfile
 from pathlib import Path
 
@@ -116,7 +117,7 @@ def sweep(args: argparse.Namespace, base, model) -> list[dict]:
     from quant_mimic.analysis import deployed_latency
     from quant_mimic.deploy import DeployedPredictor, export_deployed
 
-    own = tuple(_get(base, key) for key in KEYS)
+    own = tuple(functools.reduce(getattr, key.split("."), base) for key in KEYS)
     sizes = " | ".join(f"{s} px ms" for s in args.sizes)
     print(f"| pre-NMS | post-NMS | candidates | detections | AP | AP50 | {sizes} |")
     print("|" + "---|" * (6 + len(args.sizes)))
@@ -146,13 +147,6 @@ def sweep(args: argparse.Namespace, base, model) -> list[dict]:
         ]
         print("| " + " | ".join(map(str, cells)) + " |", flush=True)
     return rows
-
-
-def _get(cfg, key: str):
-    """The value of a dotted config ``key``."""
-    for part in key.split("."):
-        cfg = cfg[part]
-    return cfg
 
 
 def get_parser() -> argparse.ArgumentParser:
