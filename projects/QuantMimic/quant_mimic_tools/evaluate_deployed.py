@@ -73,10 +73,9 @@ def deployed_runs(device: str) -> dict[str, dict]:
 def evaluate(args: argparse.Namespace) -> dict:
     """The AP of every run (and with ``args.sweep`` the grid's rows), printed and returned."""
     import torch
-    from detectron2.modeling import build_model
 
     import quant_mimic  # noqa: F401  (registers the project's models and data sets)
-    from quant_mimic.checkpoint import StudentCheckpointer
+    from quant_mimic.checkpoint import trained_model
     from quant_mimic.config import build_config, deployed_config
     from quant_mimic.deploy import DeployedPredictor, export_deployed
     from quant_mimic.engine.checks import check_weights
@@ -87,10 +86,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     device = ["MODEL.DEVICE", args.device] if args.device else []
     cfg = deployed_config(build_config(args.config_file, [*device, *args.opts, *weights]))
     check_weights(cfg.MODEL.WEIGHTS)
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    StudentCheckpointer(model).load(cfg.MODEL.WEIGHTS)
-    model.eval()
+    model = trained_model(cfg)
     device, dataset = cfg.MODEL.DEVICE, cfg.DATASETS.TEST[0]
     results = {"eager": coco_ap(model, cfg)["bbox"]}
     with tempfile.TemporaryDirectory() as tmp:
