@@ -284,8 +284,9 @@ def study_finding(records: Records) -> str:
     )
 
 
-def study(name: str) -> Callable[[Records], str]:
-    """STUDY: a study.json's arms, paired differences, ablations and matching ratios."""
+def study(name: str, split: str = "val") -> Callable[[Records], str]:
+    """STUDY: a study.json's arms, paired differences, ablations and matching ratios; ``split`` "test":
+    the final models on the test split (the record's ``test``, written by ``study --test``)."""
 
     def render(records: Records) -> str:
         rec = records.get(name)
@@ -294,8 +295,12 @@ def study(name: str) -> Callable[[Records], str]:
         sched = rec.get("schedule", {})
         out = [
             f"{sched.get('max_iter', '?')} iterations per student, lr x0.1 at {sched.get('lr_step', '?')}, "
-            f"evaluated every {sched.get('eval_period', '?')}; " + source_line(rec, name)
+            f"evaluated every {sched.get('eval_period', '?')}; AP on {split}; " + source_line(rec, name)
         ]
+        if split == "test":
+            if not rec.get("test"):
+                return out[0] + "\n\nNot evaluated on test yet (`study --test`)."
+            rec = {**rec["test"], "teachers": None}
         teachers = rec.get("teachers")
         if teachers:
             out.append(
@@ -567,6 +572,8 @@ TABLES: dict[str, Callable[[Records], str]] = {
     "study_fpn": study("study_fpn"),
     "study_fpn_convergence": study_convergence,
     "study_single": study("study_single"),
+    "study_single_2500": study("study_single_2500"),
+    "study_single_2500_test": study("study_single_2500", split="test"),
     "study_fpn_post_relu": study("study_fpn_post_relu"),
     "benchmark_cpu": benchmark("benchmark_cpu"),
     "benchmark_cpu_train": benchmark_cpu_train,
