@@ -5,6 +5,7 @@ from detectron2/). Each runs as ``python -m quant_mimic_tools.<command>``:
                    report; ``--estimate``: each stage's step and test-image time here, and the chain's hours
     study          students over seeds to convergence, the paper's ablations, paired differences with 95% CIs
     benchmark      cost: training steps of scratch vs mimic/QM, and teacher vs student inference, eager and deployed
+    peers          torchvision's tiny detectors trained on the same data, their record and the AP-latency picture
     deploy         the deployed form of a trained detector (folded, traced / ONNX networks, batched inference)
     evaluate_deployed  COCO AP of a trained detector, eager vs each way its deployed form runs; ``--sweep``:
                    AP and deployed latency over a grid of test-time settings
