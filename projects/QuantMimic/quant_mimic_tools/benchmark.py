@@ -192,8 +192,11 @@ def _load(cfg, weights: str | None):
     return model.eval()
 
 
-def measure_pair(args: argparse.Namespace, configs: dict, weights: dict, sizes: list) -> dict:
-    """Eager and deployed (each backend) cost of teacher and student at each size and batch, and ratios."""
+def measure_pair(
+    args: argparse.Namespace, configs: dict, weights: dict, sizes: list, peers: dict | None = None
+) -> dict:
+    """Eager and deployed (each backend) cost of teacher and student at each size and batch, and ratios;
+    with ``peers`` (name -> :class:`quant_mimic.peers.PeerTimer`), theirs too, in the same rounds."""
     import torch
 
     from quant_mimic.analysis import deployed_latency, model_cost
@@ -242,6 +245,7 @@ def measure_pair(args: argparse.Namespace, configs: dict, weights: dict, sizes: 
             per_round = passes_per_round(args)
             rounds: dict = {name: {} for name in cfgs}
             alone: dict = {}  # the graph backend's backbone+FPN network alone, ms per round
+            peer_rounds: dict = {name: {} for name in peers or {}}
             for _ in range(args.infer_rounds):
                 for name, cfg in cfgs.items():
                     rounds[name].setdefault("eager", []).append(
@@ -268,6 +272,11 @@ def measure_pair(args: argparse.Namespace, configs: dict, weights: dict, sizes: 
                         alone.setdefault(name, []).append(
                             session_latency(backbone_alone[name], shape, per_round, args.warmup)
                         )
+                for name, peer in (peers or {}).items():  # after ours, in the same round
+                    for kind in peer.kinds():
+                        peer_rounds[name].setdefault(kind, []).append(
+                            peer.latency(kind, height, width, per_round, args.warmup)
+                        )
             for name in cfgs:
                 row[name] = {
                     label: median_round(runs, lambda r: r["latency_ms"]["total"], "round_totals_ms")
@@ -275,8 +284,84 @@ def measure_pair(args: argparse.Namespace, configs: dict, weights: dict, sizes: 
                 }
             row["backbone_alone_ms"] = {name: statistics.median(ms) for name, ms in alone.items()}
             row["ratios"] = pair_ratios(row)
+            if peers:
+                row["peers"] = {
+                    name: {
+                        kind: median_round(runs, lambda r: r["latency_ms"]["total"], "round_totals_ms")
+                        for kind, runs in peer_rounds[name].items()
+                    }
+                    for name in peers
+                }
+                for name, peer in peers.items():  # size and FLOPs beside the eager run, as ours
+                    row["peers"][name]["eager"].update(peer.cost(height, width))
+                row["peer_ratios"] = peer_ratios(row)
             results[key] = row
     return results
+
+
+def peer_weight_files(folder: str | None) -> dict[str, str]:
+    """Each peer's trained weights in ``folder`` (``<model>_seed<N>/model_final.pth`` of the lowest N);
+    {} without a folder.
+
+    Raises:
+        QuantMimicInputError: a peer has none there.
+    """
+    from quant_mimic.errors import QuantMimicInputError
+    from quant_mimic.peers import PEERS
+
+    if not folder:
+        return {}
+    files = {}
+    for name in PEERS:
+        found = list(Path(folder).glob(f"{name}_seed*/model_final.pth"))
+        if not found:
+            raise QuantMimicInputError(
+                f"--peer-weights {folder} has no {name}_seed<N>/model_final.pth: train it with python -m "
+                f"quant_mimic_tools.peers --models {name} --output-dir {folder}."
+            )
+        files[name] = str(min(found, key=lambda p: int(p.parent.name.rsplit("seed", 1)[1])))
+    return files
+
+
+def build_peers(args: argparse.Namespace) -> dict:
+    """torchvision's peers (:data:`quant_mimic.peers.PEERS`) for the built-in data set's classes, random
+    weights (seeded) unless ``--peer-weights DIR`` holds trained ones; name -> PeerTimer."""
+    import torch
+
+    from quant_mimic.data import SHAPE_CLASSES
+    from quant_mimic.peers import PEERS, PeerTimer, build_peer
+
+    files = peer_weight_files(args.peer_weights)
+    timers = {}
+    for name in PEERS:
+        weights, num_classes, state = "random", len(SHAPE_CLASSES), None
+        if name in files:
+            weights = files[name]
+            state = torch.load(weights, map_location="cpu", weights_only=False)
+            num_classes = len(state["peer"]["classes"])
+        torch.manual_seed(0)
+        model = build_peer(name, num_classes, bool(state and state["peer"]["weights_backbone"]))
+        if state is not None:
+            model.load_state_dict(state["model"])
+        timers[name] = PeerTimer(name, model, weights, args.device)
+    return timers
+
+
+def peer_ratios(row: dict) -> dict:
+    """Each peer against the student: eager / eager and fastest deployed / fastest deployed."""
+    ms = lambda m, k: m[k]["latency_ms"]["total"]  # noqa: E731
+    student = row["student"]
+    best = best_deployed(student)
+    ratios = {}
+    for name, m in row["peers"].items():
+        deployed = "onnxruntime" if "onnxruntime" in m and "error" not in m["onnxruntime"] else "eager"
+        ratios[name] = {
+            "eager_peer/eager_student": ms(m, "eager") / ms(student, "eager"),
+            "deployed_peer/deployed_student": ms(m, deployed) / ms(student, best),
+            "gflops_peer/student": m["eager"]["gflops"] / student["eager"]["gflops"],
+            "deployed": {"peer": deployed, "student": best},
+        }
+    return ratios
 
 
 def session_latency(session: Any, shape: tuple, repeats: int, warmup: int) -> float:
@@ -352,7 +437,8 @@ def measure_inference(args: argparse.Namespace) -> dict:
     """The built-in pair at each of ``--sizes`` and, unless ``--skip-paper-row``, the paper's speed row."""
     configs = {"teacher": args.teacher_config, "student": args.student_config}
     weights = {"teacher": args.teacher_weights, "student": args.student_weights}
-    results = {"shapes": measure_pair(args, configs, weights, [(s, s) for s in args.sizes])}
+    peers = build_peers(args) if args.peers else None
+    results = {"shapes": measure_pair(args, configs, weights, [(s, s) for s in args.sizes], peers)}
     if not args.skip_paper_row:
         paper = {"teacher": str(CONFIGS / "wider_face" / "teacher_VGG4_RFCN.yaml"),
                  "student": str(CONFIGS / "wider_face" / "student_VGG32_RFCN_scratch.yaml")}  # fmt: skip
@@ -396,6 +482,8 @@ def print_pair(args: argparse.Namespace, results: dict, title: str) -> None:
                 f"network alone, in the same rounds: teacher {alone.get('teacher', math.nan):.1f} ms, student "
                 f"{alone.get('student', math.nan):.1f} ms"
             )
+        if "peers" in row:
+            print_peers(key, row)
         r = row["ratios"]
         best = r["best_deployed"]
         print(
@@ -443,6 +531,43 @@ def print_pair(args: argparse.Namespace, results: dict, title: str) -> None:
                 print(
                     f"{'':>11}{k[len('images_per_s_') :]}: teacher {v['teacher']:.0f} img/s, student {v['student']:.0f} img/s"
                 )
+
+
+def print_peers(key: str, row: dict) -> None:
+    """The peers' rows of one size: the size they compute on, parameters, GFLOPs, latency and its parts,
+    then each against the student."""
+    from quant_mimic.peers import PEER_PARTS
+    from quant_mimic.timing import PART_LABELS
+
+    print(
+        f"{key:>9}  torchvision peers, same rounds (heads: Faster R-CNN's RPN + box head, SSD's head; "
+        "postproc: anchors, decoding, NMS, rescale)"
+    )
+    header = (
+        f"{'size':>9}  {'model':<38}{'run':<13}{'computes at':>12}{'M params':>9}{'GFLOPs':>8}{'total':>9}"
+    )
+    print(header + "".join(f"{PART_LABELS.get(p, p):>10}" for p in PEER_PARTS) + f"{'dets':>6}")
+    for name, kinds in row["peers"].items():
+        cost = kinds["eager"]
+        for kind, c in kinds.items():
+            if "error" in c:
+                print(f"{key:>9}  {name:<38}{kind:<13}failed: {c['error']}")
+                continue
+            ms = c["latency_ms"]
+            size = "x".join(map(str, cost["computes_at"])) if kind == "eager" else ""
+            numbers = (
+                f"{cost['params'] / 1e6:>9.2f}{cost['gflops']:>8.3f}" if kind == "eager" else f"{'':>17}"
+            )
+            line = f"{key:>9}  {name:<38}{kind:<13}{size:>12}{numbers}{ms['total']:>9.1f}"
+            line += "".join(f"{ms[p]:>10.1f}" if p in ms else f"{'-':>10}" for p in PEER_PARTS)
+            print(line + f"{c['detections']:>6}")
+    for name, r in row["peer_ratios"].items():
+        d = r["deployed"]
+        print(
+            f"{'':>11}{name}: eager / eager student {r['eager_peer/eager_student']:.2f}, {d['peer']} / "
+            f"student {d['student']} {r['deployed_peer/deployed_student']:.2f}, GFLOPs / student "
+            f"{r['gflops_peer/student']:.1f}"
+        )
 
 
 def print_inference(args: argparse.Namespace, results: dict) -> None:
@@ -529,6 +654,18 @@ def main(argv: list[str] | None = None) -> None:
         metavar="N",
         help="deployed batch sizes (e.g. 1 32 on a GPU)",
     )
+    parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="also time torchvision's ssdlite320_mobilenet_v3_large and fasterrcnn_mobilenet_v3_large_320_fpn "
+        "(eager and ONNX Runtime) in the built-in pair's rounds",
+    )
+    parser.add_argument(
+        "--peer-weights",
+        metavar="DIR",
+        help="with --peers: trained peers, DIR/<model>_seed<N>/model_final.pth of the lowest N "
+        "(python -m quant_mimic_tools.peers; default: random weights)",
+    )
     parser.add_argument("--skip-paper-row", action="store_true", help="no WIDER FACE VGG R-FCN speed row")
     parser.add_argument("--skip-train", action="store_true", help="no training-step measurements")
     parser.add_argument("--skip-infer", action="store_true", help="no inference measurements")
@@ -553,6 +690,12 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.skip_train and args.skip_infer:
         parser.error("--skip-train and --skip-infer together leave nothing to measure")
+    if args.peer_weights and not args.peers:
+        parser.error("--peer-weights times trained peers: add --peers")
+    try:
+        peer_weight_files(args.peer_weights)
+    except QuantMimicInputError as e:
+        parser.error(one_line(e))
     results = {}
     if not args.skip_train:
         results["train"] = measure_training(args)
