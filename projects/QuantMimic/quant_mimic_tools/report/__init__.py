@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .curves import training_curves
+from .frontier import accuracy_latency
 from .index import write_index
 from .matching import matching_histogram, matching_ratios
 from .model_zoo import COCO_COLUMNS, format_table, measure, model_zoo_table
@@ -20,6 +21,7 @@ from .runs import Run, load_config
 
 __all__ = [
     "COCO_COLUMNS",
+    "accuracy_latency",
     "Run",
     "format_table",
     "load_config",
