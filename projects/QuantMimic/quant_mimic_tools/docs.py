@@ -582,6 +582,7 @@ TABLES: dict[str, Callable[[Records], str]] = {
     "study_single_2500_test": study("study_single_2500", split="test"),
     "study_fpn_post_relu": study("study_fpn_post_relu"),
     "benchmark_cpu": benchmark("benchmark_cpu"),
+    "benchmark_cpu_single": benchmark("benchmark_cpu_single"),
     "benchmark_cpu_train": benchmark_cpu_train,
     "benchmark_cpu_spread": benchmark_cpu_spread,
     "benchmark_h200": benchmark("benchmark_h200"),
