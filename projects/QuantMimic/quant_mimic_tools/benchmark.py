@@ -109,17 +109,14 @@ def _measure(
 
 
 def _teacher_weights(folder: str) -> str:
-    """Random teacher weights of the right shapes: timing does not depend on their values."""
-    import torch
-    from detectron2.modeling import build_model
-
+    """Random teacher weights of the right shapes (of qm_R_tiny_FPN.yaml's teacher): timing does not
+    depend on their values."""
     from quant_mimic.config import build_config, load_teacher_config
 
+    from .estimate import random_teacher_weights
+
     cfg = build_config(str(CONFIGS / "qm_R_tiny_FPN.yaml"), ["MODEL.DEVICE", "cpu"])
-    teacher = build_model(load_teacher_config(cfg))
-    path = str(Path(folder) / "teacher.pth")
-    torch.save({"model": teacher.state_dict()}, path)
-    return path
+    return random_teacher_weights(load_teacher_config(cfg), folder)
 
 
 GRAPH_UNTIMED_PARTS = ("backbone", "rpn", "roi_heads")  # inside a whole-detector graph: no laps

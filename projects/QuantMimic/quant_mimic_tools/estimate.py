@@ -58,7 +58,7 @@ def evaluations(max_iter: int, period: int) -> int:
     return max_iter // period + (1 if max_iter % period else 0)
 
 
-def _random_teacher(teacher_cfg, folder: str) -> str:
+def random_teacher_weights(teacher_cfg, folder: str) -> str:
     """A checkpoint of random weights of the teacher ``teacher_cfg``: time does not depend on them."""
     from detectron2.modeling import build_model
 
@@ -96,7 +96,7 @@ def time_stage(chain: Chain, config: str, opts: list[str], warmup: int, steps: i
         teacher_cfg = None
         if cfg.MODEL.META_ARCHITECTURE == "QuantMimicRCNN":
             teacher_cfg = load_teacher_config(cfg)
-            run_cfg.MODEL.QUANT_MIMIC.TEACHER_WEIGHTS = _random_teacher(teacher_cfg, tmp)
+            run_cfg.MODEL.QUANT_MIMIC.TEACHER_WEIGHTS = random_teacher_weights(teacher_cfg, tmp)
         torch.manual_seed(0)
         trainer = FedTrainer(run_cfg, teacher_cfg)
 
